@@ -1,0 +1,139 @@
+"""Blur operators: convolution of NHWC images with one kernel per image, and its two adjoints.
+
+Conventions (see DESIGN.md):
+  * `u`, `g`, `r`: images `[N, H, W, C]`; `h`: kernels `[N, kh, kw]` with odd sizes, shared by the
+    channels of an image, centred at element `(kh // 2, kw // 2)`.
+  * `blur(u, h, B)` is a true convolution and equals, channel by channel,
+    `scipy.signal.convolve2d(u, h, mode="same", boundary=...)` with "wrap" for "circular",
+    "symm" for "symmetric" and "fill" for "zero".
+
+How it is computed: the image is padded by the kernel's half-size with the boundary rule, embedded in
+an FFT grid large enough that the circular convolution never wraps into the cropped window, multiplied
+by the kernel's real FFT (kernel centre rolled to the origin) and cropped back. The circular boundary
+needs no padding: its FFT grid is the image itself. Every step is linear, so the adjoints are the same
+steps transposed: crop <-> zero-embed, multiply by conj(H) (correlation), padding <-> folding the
+border back (derived exactly by `jax.linear_transpose`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+BOUNDARIES = ("circular", "symmetric", "zero")
+_NUMPY_PAD_MODE = {"symmetric": "symmetric", "zero": "constant"}
+
+
+def _check(u_shape, kernel_shape, boundary):
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    if len(u_shape) != 4:
+        raise ValueError(f"images must be [N, H, W, C], got shape {tuple(u_shape)}")
+    kh, kw = kernel_shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel sizes must be odd, got {kh}x{kw}")
+    if kh > u_shape[1] or kw > u_shape[2]:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the image {u_shape[1]}x{u_shape[2]}")
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n (FFTs of such lengths are fast)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def _geometry(image_hw, kernel_hw, boundary):
+    """Half-sizes of the padding and the FFT grid for an image and kernel size."""
+    (H, W), (kh, kw) = image_hw, kernel_hw
+    if boundary == "circular":
+        return (0, 0), (H, W)
+    ph, pw = kh // 2, kw // 2
+    return (ph, pw), (_fast_len(H + 2 * ph), _fast_len(W + 2 * pw))
+
+
+def _pad(u, pads, boundary):
+    ph, pw = pads
+    if ph == 0 and pw == 0:
+        return u
+    return jnp.pad(u, ((0, 0), (ph, ph), (pw, pw), (0, 0)), mode=_NUMPY_PAD_MODE[boundary])
+
+
+def _pad_adjoint(x, pads, boundary, image_shape):
+    """Transpose of `_pad`: folds (symmetric) or drops (zero) the border back onto the image."""
+    if pads == (0, 0):
+        return x
+    pad = functools.partial(_pad, pads=pads, boundary=boundary)
+    (u,) = jax.linear_transpose(pad, jax.ShapeDtypeStruct(image_shape, x.dtype))(x)
+    return u
+
+
+def _kernel_fft(h, grid):
+    """Real FFT of kernels `[N, kh, kw]` on `grid`, with the kernel centre moved to the origin."""
+    kh, kw = h.shape[-2:]
+    big = jnp.zeros(h.shape[:-2] + tuple(grid), h.dtype).at[..., :kh, :kw].set(h)
+    big = jnp.roll(big, (-(kh // 2), -(kw // 2)), axis=(-2, -1))
+    return jnp.fft.rfft2(big, axes=(-2, -1))[..., None]  # [N, L1, L2 // 2 + 1, 1]
+
+
+def _image_fft(x, grid):
+    return jnp.fft.rfft2(x, s=grid, axes=(1, 2))
+
+
+def _inverse(X, grid, pads, hw):
+    x = jnp.fft.irfft2(X, s=grid, axes=(1, 2))
+    (ph, pw), (H, W) = pads, hw
+    return x[:, ph:ph + H, pw:pw + W, :]
+
+
+def blur(u, h, boundary: str = "symmetric"):
+    """Convolve images `u [N, H, W, C]` with kernels `h [N, kh, kw]`: `g = h * u` (same size)."""
+    _check(u.shape, h.shape, boundary)
+    H, W = u.shape[1:3]
+    pads, grid = _geometry((H, W), h.shape[-2:], boundary)
+    U = _image_fft(_pad(u, pads, boundary), grid)
+    return _inverse(U * _kernel_fft(h.astype(u.dtype), grid), grid, pads, (H, W)).astype(u.dtype)
+
+
+def blur_adjoint(r, h, boundary: str = "symmetric"):
+    """Adjoint of `blur` in the image: `<blur(u, h), r> == <u, blur_adjoint(r, h)>`.
+
+    For the circular boundary this is the correlation `h(-x, -y) * r` of eqs. (15) and (17).
+    """
+    _check(r.shape, h.shape, boundary)
+    H, W = r.shape[1:3]
+    pads, grid = _geometry((H, W), h.shape[-2:], boundary)
+    (ph, pw), (L1, L2) = pads, grid
+    # Zero-embed r where `blur` cropped, correlate (conj), then fold the padding back.
+    r_big = jnp.pad(r, ((0, 0), (ph, L1 - H - ph), (pw, L2 - W - pw), (0, 0)))
+    X = _image_fft(r_big, grid) * jnp.conj(_kernel_fft(h.astype(r.dtype), grid))
+    x = jnp.fft.irfft2(X, s=grid, axes=(1, 2))[:, :H + 2 * ph, :W + 2 * pw, :]
+    return _pad_adjoint(x, pads, boundary, r.shape).astype(r.dtype)
+
+
+def kernel_adjoint(u, r, kernel_shape, boundary: str = "symmetric"):
+    """Adjoint of `h -> blur(u, h)`: `<blur(u, h), r> == <h, kernel_adjoint(u, r, h.shape[-2:])>`.
+
+    Sums over channels (the kernel is shared by them). Applied to the residual `blur(u, h) - g`
+    it is the exact gradient of `1/2 ||h * u - g||^2` with respect to `h` (eqs. 9 and 11).
+    """
+    kh, kw = kernel_shape[-2:]
+    _check(u.shape, (kh, kw), boundary)
+    H, W = u.shape[1:3]
+    pads, grid = _geometry((H, W), (kh, kw), boundary)
+    (ph, pw), (L1, L2) = pads, grid
+    U = _image_fft(_pad(u, pads, boundary), grid)
+    r_big = jnp.pad(r, ((0, 0), (ph, L1 - H - ph), (pw, L2 - W - pw), (0, 0)))
+    # Correlation of the padded image with the residual, summed over channels before the inverse FFT.
+    X = jnp.sum(jnp.conj(U) * _image_fft(r_big.astype(u.dtype), grid), axis=-1)
+    x = jnp.fft.irfft2(X, s=grid, axes=(-2, -1))
+    x = jnp.roll(x, (kh // 2, kw // 2), axis=(-2, -1))
+    return x[:, :kh, :kw].astype(u.dtype)

@@ -1,0 +1,53 @@
+"""The unrolled gradient steps of MGSTNet and the kernel normalisation.
+
+Step-size scaling (so that one step size suits every image size):
+  * image step (IGDM, eq. 17): the gradient of the *summed* data term 1/2 ||h * u - g||^2. Its
+    Lipschitz constant is max |H(w)|^2 <= ||h||_1^2 = 1 for a normalised kernel, whatever the image
+    size, so rho in (0, 2) is a descent step.
+  * kernel step (KGDM, eq. 11): the gradient of the *mean* data term 1/(2 N_obs) ||h * u - g||^2,
+    N_obs = H * W * C. The summed term's curvature in h grows with the number of pixels (every pixel
+    is an observation of the same kh x kw unknowns); the mean's is about kh kw mean(u^2) and does not
+    depend on H, W or C. So mu is the paper's mu_k up to the factor N_obs.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from unroll import ops
+
+
+def data_term(u, h, g, boundary: str = "symmetric"):
+    """1/2 ||h * u - g||^2 per image, `[N]`."""
+    return 0.5 * jnp.sum((ops.blur(u, h, boundary) - g) ** 2, axis=(1, 2, 3))
+
+
+def kernel_step(h, u, g, mu, boundary: str = "symmetric"):
+    """KGDM, eq. (11): s = h - mu * grad_h [1/(2 H W C) ||h * u - g||^2]."""
+    n_obs = u.shape[1] * u.shape[2] * u.shape[3]
+    residual = ops.blur(u, h, boundary) - g
+    grad = ops.kernel_adjoint(u, residual, h.shape[-2:], boundary) / n_obs
+    return h - _per_image(mu, h.ndim) * grad
+
+
+def image_step(u, h, g, rho, boundary: str = "symmetric"):
+    """IGDM, eq. (17): r = u - rho * h(-x, -y) * (h * u - g), the gradient of 1/2 ||h * u - g||^2."""
+    residual = ops.blur(u, h, boundary) - g
+    return u - _per_image(rho, u.ndim) * ops.blur_adjoint(residual, h, boundary)
+
+
+def normalize_kernel(h, eps: float = 1e-8):
+    """Eq. (14) with the physical constraints: h >= 0 (ReLU) and sum(h) = 1 per kernel `[N, kh, kw]`.
+
+    A kernel that the ReLU zeroes entirely becomes uniform rather than 0/0.
+    """
+    h = jnp.maximum(h, 0)
+    total = jnp.sum(h, axis=(-2, -1), keepdims=True)
+    uniform = jnp.full_like(h, 1.0 / (h.shape[-1] * h.shape[-2]))
+    return jnp.where(total > eps, h / jnp.maximum(total, eps), uniform)
+
+
+def _per_image(step, ndim):
+    """A scalar step, or one step per image `[N]`, broadcast against an `ndim` array."""
+    step = jnp.asarray(step)
+    return step.reshape(step.shape + (1,) * (ndim - step.ndim)) if step.ndim else step
