@@ -1,0 +1,102 @@
+"""Speed of the pure operators: FFT blur and adjoints, the unrolled steps, GST against soft threshold.
+
+    python -m benchmarks.ops [--batch=8 --size=256 --channels=3 --kernel=15]
+
+Prints one JSON object: milliseconds per call (median over repeats, after compilation) and ratios.
+`gst_over_soft` near 1 means the fixed-point loop fused into one elementwise kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unroll import kernels, ops, shrinkage, steps
+
+
+def time_ms(fn, *args, repeats: int = 10) -> float:
+    """Median wall time of a compiled call in milliseconds."""
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def direct_blur(u, h):
+    """Spatial-domain reference: symmetric padding and a depthwise lax convolution per image."""
+    n, H, W, c = u.shape
+    k = h.shape[-1]
+    x = jnp.pad(u, ((0, 0), (k // 2,) * 2, (k // 2,) * 2, (0, 0)), mode="symmetric")
+    x = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, H + k - 1, W + k - 1, n * c)
+    w = jnp.repeat(h[:, ::-1, ::-1], c, axis=0)  # flip: lax correlates, blur convolves
+    w = jnp.transpose(w, (1, 2, 0))[:, :, None, :]  # HWIO with one input per group
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", feature_group_count=n * c,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.transpose(y.reshape(H, W, n, c), (2, 0, 1, 3))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--kernel", type=int, default=15)
+    parser.add_argument("--features", type=int, default=64, help="channels of the GST benchmark tensor")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.size, args.size, args.channels)
+    u = jnp.asarray(rng.random(shape), jnp.float32)
+    h = jnp.asarray(np.stack([kernels.gaussian(args.kernel, 0.5 + i % 4) for i in range(args.batch)]))
+    g = ops.blur(u, h)
+    r = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+    blur = jax.jit(ops.blur)
+    direct = jax.jit(direct_blur)
+    np.testing.assert_allclose(np.asarray(blur(u, h)), np.asarray(direct(u, h)), atol=1e-4)
+    results = {
+        "device": str(jax.devices()[0].platform),
+        "image_shape": list(shape),
+        "kernel_size": args.kernel,
+        "blur_fft_ms": time_ms(blur, u, h, repeats=args.repeats),
+        "blur_direct_conv_ms": time_ms(direct, u, h, repeats=args.repeats),
+        "blur_adjoint_ms": time_ms(jax.jit(ops.blur_adjoint), r, h, repeats=args.repeats),
+        "kernel_adjoint_ms": time_ms(jax.jit(ops.kernel_adjoint, static_argnums=2), u, r, h.shape,
+                                     repeats=args.repeats),
+        "kernel_step_ms": time_ms(jax.jit(steps.kernel_step), h, u, g, 0.1, repeats=args.repeats),
+        "image_step_ms": time_ms(jax.jit(steps.image_step), u, h, g, 1.0, repeats=args.repeats),
+    }
+    results["direct_over_fft"] = results["blur_direct_conv_ms"] / results["blur_fft_ms"]
+
+    feats = jnp.asarray(rng.standard_normal((args.batch, args.size // 2, args.size // 2, args.features)),
+                        jnp.float32)
+    theta = jnp.full((args.features,), 0.3)
+    p = jnp.full((args.features,), 0.6)
+    results["gst_shape"] = list(feats.shape)
+    results["soft_threshold_ms"] = time_ms(jax.jit(shrinkage.soft_threshold), feats, theta, repeats=args.repeats)
+    results["gst_ms"] = time_ms(jax.jit(shrinkage.gst), feats, theta, p, repeats=args.repeats)
+    results["gst_over_soft"] = results["gst_ms"] / results["soft_threshold_ms"]
+    # Fusion check: how many kernels of the compiled GST write a full-size tensor (1 = fully fused).
+    hlo = jax.jit(shrinkage.gst).lower(feats, theta, p).compile().as_text()
+    full = "f32[" + ",".join(map(str, feats.shape)) + "]"
+    results["gst_full_size_kernels"] = sum(
+        1 for line in hlo.splitlines() if "ENTRY" not in line and f"= {full}" in line and " fusion(" in line)
+    grad_soft = jax.jit(jax.grad(lambda y, t: jnp.sum(shrinkage.soft_threshold(y, t) ** 2)))
+    grad_gst = jax.jit(jax.grad(lambda y, t, p: jnp.sum(shrinkage.gst(y, t, p) ** 2)))
+    results["soft_threshold_grad_ms"] = time_ms(grad_soft, feats, theta, repeats=args.repeats)
+    results["gst_grad_ms"] = time_ms(grad_gst, feats, theta, p, repeats=args.repeats)
+    results["gst_grad_over_soft_grad"] = results["gst_grad_ms"] / results["soft_threshold_grad_ms"]
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Blur operators against scipy, adjoint (dot-product) tests, and delta-kernel identities."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.signal import convolve2d
+
+from unroll import kernels, ops
+
+SCIPY_BOUNDARY = {"circular": "wrap", "symmetric": "symm", "zero": "fill"}
+SHAPES = [  # (image H, W, C), kernel (kh, kw)
+    ((23, 31, 3), (7, 5)),
+    ((17, 12, 1), (3, 11)),
+    ((9, 13, 2), (9, 13)),  # kernel as large as the image
+]
+
+
+def _random(shape, seed, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _scipy_blur(u, h, boundary):
+    return np.stack([
+        np.stack([convolve2d(u[n, :, :, c], h[n], mode="same", boundary=SCIPY_BOUNDARY[boundary])
+                  for c in range(u.shape[-1])], -1)
+        for n in range(u.shape[0])])
+
+
+@pytest.mark.parametrize("boundary", ops.BOUNDARIES)
+@pytest.mark.parametrize("image,kernel", SHAPES)
+def test_blur_equals_scipy_convolve2d(boundary, image, kernel):
+    u = _random((2,) + image, 0, np.float64)
+    h = np.abs(_random((2,) + kernel, 1, np.float64))
+    with jax.enable_x64(True):
+        got = ops.blur(jnp.asarray(u), jnp.asarray(h), boundary)
+        np.testing.assert_allclose(np.asarray(got), _scipy_blur(u, h, boundary), atol=1e-10)
+    got32 = ops.blur(jnp.asarray(u, jnp.float32), jnp.asarray(h, jnp.float32), boundary)
+    assert got32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got32), _scipy_blur(u, h, boundary), atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("boundary", ops.BOUNDARIES)
+@pytest.mark.parametrize("image,kernel", SHAPES)
+def test_adjoints_dot_product(boundary, image, kernel, dtype, rtol):
+    u, r = _random((2,) + image, 2, dtype), _random((2,) + image, 3, dtype)
+    h = _random((2,) + kernel, 4, dtype)
+    with jax.enable_x64(dtype == np.float64):
+        u_, r_, h_ = map(jnp.asarray, (u, r, h))
+        lhs = jnp.vdot(ops.blur(u_, h_, boundary), r_)
+        rhs_image = jnp.vdot(u_, ops.blur_adjoint(r_, h_, boundary))
+        rhs_kernel = jnp.vdot(h_, ops.kernel_adjoint(u_, r_, h.shape, boundary))
+        scale = float(jnp.linalg.norm(u_) * jnp.linalg.norm(r_) * jnp.linalg.norm(h_))
+        assert abs(float(lhs - rhs_image)) <= rtol * scale
+        assert abs(float(lhs - rhs_kernel)) <= rtol * scale
+
+
+@pytest.mark.parametrize("boundary", ops.BOUNDARIES)
+def test_kernel_adjoint_is_gradient_of_data_term(boundary):
+    u, g = _random((2, 19, 22, 3), 5), _random((2, 19, 22, 3), 6)
+    h = np.abs(_random((2, 5, 7), 7))
+    u, g, h = map(jnp.asarray, (u, g, h))
+
+    def data(h):
+        return 0.5 * jnp.sum((ops.blur(u, h, boundary) - g) ** 2)
+
+    expected = jax.grad(data)(h)
+    got = ops.kernel_adjoint(u, ops.blur(u, h, boundary) - g, h.shape, boundary)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-3)
+    # The flipped-kernel mistake (correlating instead of convolving) must not pass this test.
+    assert not np.allclose(np.asarray(got), np.asarray(expected)[:, ::-1, ::-1], rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("boundary", ops.BOUNDARIES)
+def test_centred_delta_is_identity(boundary):
+    u = jnp.asarray(_random((1, 16, 21, 3), 8))
+    h = jnp.asarray(kernels.delta(9))[None]
+    np.testing.assert_allclose(np.asarray(ops.blur(u, h, boundary)), np.asarray(u), atol=1e-6)
+
+
+def test_shifted_delta_shifts_down_and_right():
+    """A delta at centre + (dy, dx) moves image content by (+dy, +dx): g[i, j] = u[i - dy, j - dx]."""
+    u = jnp.asarray(_random((1, 16, 21, 1), 9))
+    h = jnp.asarray(kernels.delta(7, shift=(2, -1)))[None]
+    g = ops.blur(u, h, "circular")
+    np.testing.assert_allclose(np.asarray(g), np.roll(np.asarray(u), (2, -1), axis=(1, 2)), atol=1e-6)
+
+
+def test_jit_vmap_grad():
+    u = jnp.asarray(_random((3, 12, 14, 1), 10))
+    h = jnp.asarray(np.abs(_random((3, 5, 5), 11)))
+    eager = ops.blur(u, h)
+    np.testing.assert_allclose(np.asarray(jax.jit(ops.blur)(u, h)), np.asarray(eager), atol=1e-6)
+    vmapped = jax.vmap(lambda a, b: ops.blur(a[None], b[None])[0])(u, h)
+    np.testing.assert_allclose(np.asarray(vmapped), np.asarray(eager), atol=1e-6)
+    # jax.grad through blur in u is blur_adjoint applied to the cotangent.
+    r = jnp.asarray(_random(u.shape, 12))
+    grad_u = jax.grad(lambda a: jnp.vdot(ops.blur(a, h), r))(u)
+    np.testing.assert_allclose(np.asarray(grad_u), np.asarray(ops.blur_adjoint(r, h)), atol=1e-4)
+
+
+def test_bad_arguments_raise_clear_errors():
+    u = jnp.zeros((1, 8, 8, 1))
+    with pytest.raises(ValueError, match="odd"):
+        ops.blur(u, jnp.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match="larger than the image"):
+        ops.blur(u, jnp.zeros((1, 9, 9)))
+    with pytest.raises(ValueError, match="boundary"):
+        ops.blur(u, jnp.zeros((1, 3, 3)), "reflect")
