@@ -1,0 +1,339 @@
+"""MGSTNet modules: parameter counts, shapes, reduction to the plain unrolled steps, gradients, overfit.
+
+Everything but the abstract parameter counts uses tiny widths; compiled functions take the model
+state through `jax.jit` over `nnx.split` (much faster on CPU than `nnx.jit`) and are shared between
+tests where the graph and shapes agree.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from unroll import kernels, losses, ops, steps
+from unroll.models import MGSTNet, MGSTNetOutput
+from unroll.models import blocks, mgstnet
+
+# reduction=2 keeps 2-4 hidden channel-attention units at these widths: with RCAN's 16 there is a
+# single one, whose ReLU may be inactive for a whole batch (no gradient into its 1x1 expansion).
+TINY = dict(features=8, kernel_features=4, kernel_size=7, reduction=2)
+PAPER_PARAMS = 15.23e6
+
+
+def count_params(**config) -> int:
+    """Parameter count from an abstract initialisation (no arrays are allocated)."""
+    model = nnx.eval_shape(lambda: MGSTNet(**config))
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def abstract(**config):
+    return nnx.eval_shape(lambda: MGSTNet(**config))
+
+
+def sample_batch(n=2, size=(16, 16), channels=3, kernel_size=7, seed=0):
+    """Piecewise-constant sharp images, blurred by Gaussians of different widths (no noise)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(size=(n, 4, 4, channels)).astype(np.float32)
+    sharp = jax.image.resize(jnp.asarray(coarse), (n, *size, channels), "nearest")
+    h = jnp.asarray(np.stack([kernels.gaussian(kernel_size, 1.0 + i) for i in range(n)]))
+    return sharp, ops.blur(sharp, h), h
+
+
+# Less LLVM optimisation halves XLA's compile time here and barely changes a tiny model's speed.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+_COMPILED = {}
+
+
+def _compiled(name, graphdef, make, *args):
+    """`make(graphdef)` jitted and compiled once per graphdef and argument shapes."""
+    key = (name, graphdef, tuple((x.shape, x.dtype) for x in jax.tree.leaves(args)))
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(make(graphdef)).lower(*args).compile(FAST_COMPILE)
+    return _COMPILED[key]
+
+
+def forward(model, g):
+    graphdef, state = nnx.split(model)
+    make = lambda gd: lambda s, x: nnx.merge(gd, s)(x)
+    return _compiled("forward", graphdef, make, state, g)(state, g)
+
+
+OPTIMIZER = optax.adam(5e-3)
+
+
+def train_step(graphdef, params, opt_state, rest, sharp, blurred):
+    """Compiled Adam step on eq. (21): (params, opt_state, rest, sharp, blurred) ->
+    (loss, grads, new params, new opt_state). The gradient tests read `loss, grads` of one call."""
+    def make(gd):
+        def loss_fn(params, rest, sharp, blurred):
+            return losses.mgstnet_loss(nnx.merge(gd, params, rest)(blurred), sharp, blurred)
+
+        def step(params, opt_state, rest, sharp, blurred):
+            loss, grads = jax.value_and_grad(loss_fn)(params, rest, sharp, blurred)
+            updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+            return loss, grads, optax.apply_updates(params, updates), opt_state
+        return step
+
+    return _compiled("train_step", graphdef, make, params, opt_state, rest, sharp, blurred)
+
+
+def loss_and_grads(model, sharp, blurred):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    opt_state = OPTIMIZER.init(params)
+    step = train_step(graphdef, params, opt_state, rest, sharp, blurred)
+    return step(params, opt_state, rest, sharp, blurred)[:2]
+
+
+# Shared by the gradient and the overfit test (one compilation): one 16x16 RGB image.
+TRAIN_CONFIG = dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, **TINY)
+TRAIN_BATCH = 1
+STEPS = 200
+
+
+# (a) ---------------------------------------------------------------------------------------------
+
+def test_paper_configuration_parameter_count():
+    n = count_params(stages=3, scales=3, kernel_rcabs=2, image_rcabs=2)
+    assert abs(n - PAPER_PARAMS) / PAPER_PARAMS < 0.05, n
+
+
+def test_scale_widths_are_the_papers():
+    assert blocks.scale_widths(64, 3) == (64, 96, 128)
+    model = abstract(stages=1)
+    prox = model.stages[0].image_prox
+    assert prox.extractor.body.widths == (64, 96, 128)
+    assert prox.extractor.head.kernel.shape == (3, 3, 3, 64)
+    assert prox.inverse.tail.kernel.shape == (3, 3, 64, 3)
+    assert model.stages[0].kernel_prox.extractor_head.kernel.shape == (3, 3, 1, 32)
+
+
+# (b) ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels,size,scales", [(3, (37, 53), 3), (1, (23, 18), 2)])
+def test_output_shapes_and_kernel_constraints(channels, size, scales):
+    stages = 2
+    # No RCABs: shapes do not depend on them, and the graph compiles faster.
+    model = MGSTNet(stages=stages, scales=scales, kernel_rcabs=0, image_rcabs=0, channels=channels,
+                    **TINY)
+    _, g, _ = sample_batch(2, size, channels)
+    out = forward(model, g)
+    assert isinstance(out, MGSTNetOutput)
+    for seq in (out.images, out.kernels, out.kernels_grad, out.images_grad):
+        assert isinstance(seq, tuple) and len(seq) == stages
+    k = TINY["kernel_size"]
+    for u, h, s, r in zip(out.images, out.kernels, out.kernels_grad, out.images_grad):
+        assert u.shape == r.shape == g.shape
+        assert h.shape == s.shape == (2, k, k)
+        assert np.all(np.isfinite(u)) and np.all(np.isfinite(h))
+        assert np.all(np.asarray(h) >= 0)
+        np.testing.assert_allclose(np.sum(h, axis=(1, 2)), 1.0, rtol=1e-5)
+    # The result is a pytree: jit returned it, with 4 arrays per stage.
+    assert len(jax.tree.leaves(out)) == 4 * stages
+
+
+def test_bfloat16_images_and_parameters():
+    """Mixed precision: the FFT steps run in float32, the kernels stay float32 and normalised."""
+    model = MGSTNet(stages=2, scales=2, kernel_rcabs=0, image_rcabs=0, **TINY)
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.bfloat16), state))
+    _, g, _ = sample_batch(1)
+    out = forward(model, g.astype(jnp.bfloat16))
+    assert out.images[-1].dtype == jnp.bfloat16 and out.kernels[-1].dtype == jnp.float32
+    np.testing.assert_allclose(np.sum(out.kernels[-1], axis=(1, 2)), 1.0, rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(out.images[-1], np.float32)))
+
+
+def test_rejects_wrong_channels_and_bad_config():
+    model = abstract(stages=1, channels=1, **TINY)
+    with pytest.raises(ValueError):  # checked before any parameter is touched
+        model(jnp.zeros((1, 16, 16, 3)))
+    for bad in (dict(stages=0), dict(scales=0), dict(kernel_size=8), dict(boundary="wrap"),
+                dict(threshold="hard")):
+        with pytest.raises(ValueError):
+            MGSTNet(**{**TINY, **bad})
+
+
+# (c) ---------------------------------------------------------------------------------------------
+
+def _zero(conv):
+    conv.kernel[...] = jnp.zeros_like(conv.kernel[...])
+    conv.bias[...] = jnp.zeros_like(conv.bias[...])
+
+
+def _plain_steps(model, g):
+    """The unrolled algorithm without learned priors: KGDM -> eq. (14) -> IGDM, per stage."""
+    h = jnp.broadcast_to(jnp.asarray(kernels.uniform(model.kernel_size)), (g.shape[0],) +
+                         (model.kernel_size,) * 2)
+    u, hs, us, ss = g, [], [], []
+    for stage in model.stages:
+        s = steps.kernel_step(h, u, g, stage.mu, "symmetric")
+        h = steps.normalize_kernel(s)
+        u = steps.image_step(u, h, g, stage.rho, "symmetric")
+        hs.append(h), us.append(u), ss.append(s)
+    return hs, us, ss
+
+
+@pytest.mark.parametrize("kernel_prox", [True, False])
+def test_zeroed_prox_networks_reduce_to_plain_steps(kernel_prox):
+    model = MGSTNet(stages=2, scales=2, kernel_rcabs=0, image_rcabs=0, kernel_prox=kernel_prox,
+                    **TINY)
+    _, g, _ = sample_batch(2, (19, 16))
+    # Move the step sizes off their initial values so that they are really read from the stages.
+    for i, stage in enumerate(model.stages):
+        stage.raw_mu[...] = stage.raw_mu[...] + 0.5 * (i + 1)
+        stage.raw_rho[...] = stage.raw_rho[...] - 0.3 * (i + 1)
+    hs, us, ss = _plain_steps(model, g)
+
+    before = forward(model, g)  # the untrained priors do change the result
+    assert not np.allclose(before.images[-1], us[-1], atol=1e-5)
+    if kernel_prox:
+        assert not np.allclose(before.kernels[-1], hs[-1], atol=1e-6)
+
+    for stage in model.stages:
+        _zero(stage.image_prox.inverse.tail)          # F~ contributes 0 -> u_k = r_k
+        if kernel_prox:
+            _zero(stage.kernel_prox.inverse_tail)     # G~ contributes 0 -> h_{k-1/2} = s_k
+        else:
+            assert stage.kernel_prox is None
+    out = forward(model, g)
+    for k in range(2):
+        np.testing.assert_allclose(out.kernels_grad[k], ss[k], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(out.kernels[k], hs[k], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(out.images[k], us[k], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out.images_grad[k], us[k], rtol=1e-4, atol=1e-6)
+
+
+# (d) ---------------------------------------------------------------------------------------------
+
+def test_loss_gradients_finite_and_nonzero_for_every_parameter():
+    model = MGSTNet(**TRAIN_CONFIG)
+    sharp, g, _ = sample_batch(TRAIN_BATCH)
+    loss, grads = loss_and_grads(model, sharp, g)
+    assert np.isfinite(loss)
+    flat = jax.tree_util.tree_leaves_with_path(grads)
+    assert len(flat) == len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    for path, leaf in flat:
+        name = jax.tree_util.keystr(path)
+        assert np.all(np.isfinite(leaf)), name
+        assert np.any(leaf != 0), name
+
+
+def test_remat_scans_checkpointed_stages_with_the_same_loss_and_gradients():
+    sharp, g, _ = sample_batch(TRAIN_BATCH)
+    config = dict(stages=2, scales=2, kernel_rcabs=0, image_rcabs=0, **TINY)  # compiles faster
+    plain, remat = MGSTNet(**config), MGSTNet(**config, remat=True)  # same parameters
+    loss, grads = loss_and_grads(plain, sharp, g)
+    loss_remat, grads_remat = loss_and_grads(remat, sharp, g)
+    np.testing.assert_allclose(loss_remat, loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_remat)):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5 * float(np.max(np.abs(a))))
+    # Traced only: one scan over the stages, whose body is checkpointed (a remat2 primitive).
+    graphdef, state = nnx.split(remat)
+    jaxpr = str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(g).images)(state))
+    assert jaxpr.count("remat2[") == 1 and "scan[" in jaxpr
+
+
+# (e) ---------------------------------------------------------------------------------------------
+
+def test_tiny_model_overfits_one_batch():
+    model = MGSTNet(**TRAIN_CONFIG)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    sharp, g, _ = sample_batch(TRAIN_BATCH)
+    opt_state = OPTIMIZER.init(params)
+    step = train_step(graphdef, params, opt_state, rest, sharp, g)
+    history = []
+    for _ in range(STEPS):
+        loss, _, params, opt_state = step(params, opt_state, rest, sharp, g)
+        history.append(loss)
+    history = np.asarray(history)
+    assert np.all(np.isfinite(history))
+    assert history[0] / np.min(history[-10:]) > 5, (history[0], history[-10:])
+
+
+# (f) ---------------------------------------------------------------------------------------------
+
+def _params(model):
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _rcab_params(width, reduction=TINY["reduction"]):
+    hidden = max(1, width // reduction)
+    return 2 * (9 * width * width + width) + (width * hidden + hidden) + (hidden * width + width)
+
+
+def test_kernel_rcabs_axis():
+    counts = [count_params(stages=2, scales=1, kernel_rcabs=r, **TINY) for r in (1, 2, 3)]
+    # Each kernel RCAB appears in G and in G~ of every stage.
+    per_rcab = 2 * 2 * _rcab_params(TINY["kernel_features"])
+    assert counts[1] - counts[0] == counts[2] - counts[1] == per_rcab
+
+
+def test_image_rcabs_axis():
+    counts = [count_params(stages=1, scales=2, image_rcabs=r, **TINY) for r in (0, 1, 2, 3)]
+    widths = blocks.scale_widths(TINY["features"], 2)
+    # Per level: encoder and decoder of F and of F~.
+    per_rcab = 4 * sum(_rcab_params(w) for w in widths)
+    assert np.all(np.diff(counts) == per_rcab), counts
+
+
+def test_scales_axis():
+    counts = []
+    for scales in (1, 2, 3):
+        model = abstract(stages=1, scales=scales, **TINY)
+        counts.append(_params(model))
+        for stage in model.stages:
+            prox = stage.image_prox
+            assert len(prox.thresholds) == scales
+            assert all(isinstance(t, mgstnet.GST) for t in prox.thresholds)
+            assert len(prox.extractor.body.widths) == scales == len(prox.inverse.body.widths)
+            assert prox.multiple == 2 ** (scales - 1)
+    assert counts[0] < counts[1] < counts[2], counts
+
+
+def test_stages_axis():
+    g = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    counts = []
+    for stages in (1, 3):
+        model = abstract(stages=stages, scales=1, **TINY)
+        counts.append(_params(model))
+        graphdef, state = nnx.split(model)
+        out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, g)
+        assert len(out.images) == len(out.kernels) == len(out.kernels_grad) == stages
+        assert len(model.stages) == stages
+    # Stages do not share parameters: the count is linear in the number of stages.
+    assert counts[1] == 3 * counts[0]
+
+
+def test_stages_do_not_share_parameters():
+    model = MGSTNet(stages=2, scales=1, kernel_rcabs=1, image_rcabs=1, **TINY)
+    a, b = (stage.image_prox.extractor.head.kernel[...] for stage in model.stages)
+    assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_threshold_and_kernel_prox_ablations():
+    base = dict(stages=1, scales=3, kernel_rcabs=2, **TINY)
+    gst, soft = abstract(**base), abstract(**base, threshold="soft")
+    assert all(isinstance(t, mgstnet.SoftThreshold) for t in soft.stages[0].image_prox.thresholds)
+    # GST has one p0 more than the soft threshold per scale.
+    assert _params(gst) - _params(soft) == 3
+    no_kpm = abstract(**base, kernel_prox=False)
+    assert no_kpm.stages[0].kernel_prox is None
+    # KPM: conv3x3 1 -> c, 2 + 2 RCABs, conv3x3 c -> 1 and its threshold.
+    c = TINY["kernel_features"]
+    kpm = (9 * c + c) + 4 * _rcab_params(c) + (9 * c + 1) + 1
+    assert _params(gst) - _params(no_kpm) == kpm
+
+
+def test_learned_scalars_start_at_documented_values():
+    model = MGSTNet(stages=1, scales=2, kernel_rcabs=1, image_rcabs=1, **TINY)
+    stage = model.stages[0]
+    np.testing.assert_allclose(stage.mu, mgstnet.MU_INIT, rtol=1e-6)
+    np.testing.assert_allclose(stage.rho, mgstnet.RHO_INIT, rtol=1e-6)
+    for t in stage.image_prox.thresholds:
+        np.testing.assert_allclose(t.theta, mgstnet.THETA_INIT, rtol=1e-5)
+        np.testing.assert_allclose(t.p, mgstnet.P_INIT, rtol=1e-6)
+    # A large negative raw value still gives a positive step.
+    stage.raw_mu[...] = jnp.asarray(-30.0)
+    assert stage.mu > 0

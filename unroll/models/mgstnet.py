@@ -1,0 +1,309 @@
+"""MGSTNet (paper Section II-B, Fig. 1) as Flax NNX modules.
+
+Stage k (parameters not shared between stages):
+  KGDM, eq. (11):  s_k = h_{k-1} - mu_k grad_h            (steps.kernel_step)
+  KPM,  eq. (12):  h_{k-1/2} = s_k + G~_k(Soft(G_k(s_k), theta_1k))
+        eq. (14):  h_k = ReLU(h_{k-1/2}) / sum            (steps.normalize_kernel)
+  IGDM, eq. (17):  r_k = u_{k-1} - rho_k h_k(-x,-y) * (h_k * u_{k-1} - g)   (steps.image_step)
+  IPMM, eq. (18):  u_k = r_k + F~_k({GST_p(F_k(r_k)_i, theta_2k,i)}_i)   one GST per scale i
+with u_0 = g and h_0 the uniform kernel. The gradient steps run on the true-size image; the image
+prior networks run on a copy padded (symmetrically) to a multiple of 2^(scales-1) and are cropped back.
+
+Learned scalars stay positive through softplus (steps, thresholds) or a sigmoid (p = sigmoid(p0)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from unroll import kernels, ops, shrinkage, steps
+from unroll.models.blocks import (REDUCTION, EncoderDecoder, Keys, RCABs, as_keys, conv,
+                                  scale_widths)
+
+THRESHOLDS = ("gst", "soft")
+
+# Initial values of the learned scalars (see steps.py for the step-size scaling):
+#  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1, so rho = 1 is a descent step.
+#  * mu: the kernel step uses the *mean* data term. Its curvature along zero-sum kernel directions
+#    (the sum is fixed by eq. 14, and the gradient's sum is ~0 once sum(h) = 1) is O(0.3-2) for
+#    natural 256x256 images and a 15x15 kernel, so mu = 1 is about 1/L: a safe descent step.
+#  * thresholds: prior features are O(1) at initialisation (the kernel is rescaled, see KernelProx),
+#    and 0.01 is the usual ISTA-Net+ starting threshold; p = 0.5 is a hyper-Laplacian prior.
+MU_INIT = 1.0
+RHO_INIT = 1.0
+THETA_INIT = 0.01
+P_INIT = 0.5
+# Initial weight scale of the last convolution of G~ and F~ (the prox networks' residual branches):
+# with the standard scale an untrained IPMM adds O(1) noise to the image (more through the deep
+# RCAB stacks). Starting at 1% keeps an untrained stage close to the plain gradient steps, the usual
+# start of an unrolled network, while (unlike a zero init) every layer receives gradients at once.
+TAIL_GAIN = 0.01
+
+
+def _inverse_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+def positive(value: float) -> nnx.Param:
+    """A scalar parameter stored before softplus, initialised so that softplus(raw) = value."""
+    return nnx.Param(jnp.asarray(_inverse_softplus(value), jnp.float32))
+
+
+class SoftThreshold(nnx.Module):
+    """Soft(y, theta) of eq. (13) with a learned theta = softplus(raw_theta) > 0."""
+
+    def __init__(self, theta: float = THETA_INIT):
+        self.raw_theta = positive(theta)
+
+    @property
+    def theta(self):
+        return jax.nn.softplus(self.raw_theta[...])
+
+    def __call__(self, y):
+        return shrinkage.soft_threshold(y, self.theta)
+
+
+class GST(nnx.Module):
+    """GST_p(y, theta) of eqs. (19)-(20): learned theta > 0 and p = sigmoid(p0) in (0, 1)."""
+
+    def __init__(self, theta: float = THETA_INIT, p: float = P_INIT, iterations: int = 3,
+                 delta: float = 1e-5):
+        self.raw_theta = positive(theta)
+        self.p0 = nnx.Param(jnp.asarray(math.log(p / (1 - p)), jnp.float32))
+        self.iterations = iterations
+        self.delta = delta
+
+    @property
+    def theta(self):
+        return jax.nn.softplus(self.raw_theta[...])
+
+    @property
+    def p(self):
+        return jax.nn.sigmoid(self.p0[...])
+
+    def __call__(self, y):
+        return shrinkage.gst(y, self.theta, self.p, self.iterations, self.delta)
+
+
+class KernelProx(nnx.Module):
+    """KPM, eq. (12): h = s + G~(Soft(G(s), theta_1)), paper Fig. 1(c).
+
+    G = conv3x3 (1 -> features) + `rcabs` RCABs; G~ = `rcabs` RCABs + conv3x3 (features -> 1).
+    The kernel taps are O(1 / (kh kw)); G sees them multiplied by kh kw (a flat kernel becomes 1)
+    and G~'s output is divided by it, so features and thresholds live on the same O(1) scale as
+    the image prior's whatever the kernel size.
+    """
+
+    def __init__(self, features: int = 32, rcabs: int = 2, reduction: int = REDUCTION, *,
+                 rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        self.extractor_head = conv(1, features, 3, rngs=rngs)
+        self.extractor = RCABs(features, rcabs, reduction, rngs=rngs)
+        self.threshold = SoftThreshold()
+        self.inverse = RCABs(features, rcabs, reduction, rngs=rngs)
+        self.inverse_tail = conv(features, 1, 3, gain=TAIL_GAIN, rngs=rngs)
+
+    def __call__(self, s):
+        taps = s.shape[-2] * s.shape[-1]
+        x = self.extractor(self.extractor_head((s * taps)[..., None]))
+        x = self.inverse_tail(self.inverse(self.threshold(x)))
+        return s + x[..., 0] / taps
+
+
+class ImagePriorExtractor(nnx.Module):
+    """F_k: conv3x3 (C -> widths[0]) and the multi-scale encoder-decoder; its decoder levels (1x1
+    fusion convolution + RCABs) are the multi-scale prior features, one per scale."""
+
+    def __init__(self, channels: int, widths: Sequence[int], rcabs: int,
+                 reduction: int = REDUCTION, *, rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        self.head = conv(channels, widths[0], 3, rngs=rngs)
+        self.body = EncoderDecoder(widths, rcabs, reduction=reduction, rngs=rngs)
+
+    def __call__(self, x) -> tuple[jax.Array, ...]:
+        return self.body(self.head(x))
+
+
+class InverseImagePriorExtractor(nnx.Module):
+    """F~_k, symmetric to F_k: an encoder-decoder whose encoder merges the thresholded feature of
+    each scale (1x1 fusion convolution + RCABs), then conv3x3 (widths[0] -> C)."""
+
+    def __init__(self, channels: int, widths: Sequence[int], rcabs: int,
+                 reduction: int = REDUCTION, *, rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        self.body = EncoderDecoder(widths, rcabs, multi_input=True, reduction=reduction,
+                                   rngs=rngs)
+        self.tail = conv(widths[0], channels, 3, gain=TAIL_GAIN, rngs=rngs)
+
+    def __call__(self, features):
+        return self.tail(self.body(features)[0])
+
+
+class ImageProx(nnx.Module):
+    """IPMM, eq. (18): u = r + F~(GST_p(F(r), theta_2)), with an independent threshold per scale."""
+
+    def __init__(self, channels: int = 3, features: int = 64, scales: int = 3, rcabs: int = 2,
+                 threshold: str = "gst", reduction: int = REDUCTION, *, rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
+        widths = scale_widths(features, scales)
+        self.multiple = 2 ** (scales - 1)
+        self.extractor = ImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
+        self.thresholds = nnx.List(
+            [GST() if threshold == "gst" else SoftThreshold() for _ in widths])
+        self.inverse = InverseImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
+
+    def __call__(self, r):
+        # Pad to a multiple of 2^(scales-1) so that the x0.5 / x2 resamplings invert each other.
+        H, W = r.shape[1:3]
+        ph, pw = -H % self.multiple, -W % self.multiple
+        pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
+        x = jnp.pad(r, pads, mode="symmetric") if ph or pw else r
+        features = self.extractor(x)
+        features = [shrink(f) for shrink, f in zip(self.thresholds, features)]
+        x = self.inverse(features)
+        return r + x[:, pads[1][0]:pads[1][0] + H, pads[2][0]:pads[2][0] + W, :]
+
+
+class Stage(nnx.Module):
+    """One unrolled iteration: KGDM -> KPM -> eq. (14) -> IGDM -> IPMM."""
+
+    def __init__(self, *, channels: int, scales: int, kernel_rcabs: int, image_rcabs: int,
+                 features: int, kernel_features: int, boundary: str, threshold: str,
+                 kernel_prox: bool, reduction: int, rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        self.boundary = boundary
+        self.raw_mu = positive(MU_INIT)
+        self.raw_rho = positive(RHO_INIT)
+        self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
+                            if kernel_prox else None)
+        self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold, reduction,
+                                    rngs=rngs)
+
+    @property
+    def mu(self):
+        return jax.nn.softplus(self.raw_mu[...])
+
+    @property
+    def rho(self):
+        return jax.nn.softplus(self.raw_rho[...])
+
+    def __call__(self, h, u, g):
+        """(h_{k-1}, u_{k-1}, g) -> (h_k, u_k, s_k, r_k).
+
+        The gradient steps (FFTs) run in at least float32; the image prior networks get r_k in the
+        images' dtype (e.g. bfloat16 for mixed precision) and the kernels stay in float32.
+        """
+        dtype = u.dtype
+        h, u, g = _at_least_float32(h), _at_least_float32(u), _at_least_float32(g)
+        s = steps.kernel_step(h, u, g, self.mu, self.boundary)             # eq. (11)
+        h_half = self.kernel_prox(s) if self.kernel_prox is not None else s  # eq. (12)
+        h = steps.normalize_kernel(h_half.astype(s.dtype))                    # eq. (14)
+        r = steps.image_step(u, h, g, self.rho, self.boundary).astype(dtype)  # eq. (17)
+        u = self.image_prox(r)                                                # eq. (18)
+        return h, u.astype(dtype), s, r
+
+
+def _at_least_float32(x):
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+@struct.dataclass
+class MGSTNetOutput:
+    """Per-stage results, each a tuple over stages (the last entry is the network's output).
+
+    images: u_k [N, H, W, C]; kernels: h_k [N, k, k] (nonnegative, sum 1);
+    kernels_grad: s_k, the kernel after KGDM and before KPM (paper Table II compares s/||s||_1 with h);
+    images_grad: r_k, the image after IGDM and before IPMM.
+    """
+
+    images: tuple
+    kernels: tuple
+    kernels_grad: tuple
+    images_grad: tuple
+
+
+class MGSTNet(nnx.Module):
+    """Multi-scale generalized shrinkage threshold network for blind deblurring.
+
+    `g [N, H, W, C]` (any H, W >= kernel_size) -> MGSTNetOutput. `threshold="soft"` replaces GST_p by
+    the soft threshold in IPMM (ablation); `kernel_prox=False` drops KPM (KGDM + eq. 14 only);
+    `remat=True` rematerialises each stage in the backward pass (memory ~ one stage's activations
+    plus every stage's inputs) by scanning over the stages with a checkpointed body (see
+    `_scan_stages`); `remat=False` unrolls them in a Python loop. Both give the same results and
+    use the same parameters: one module per stage (unshared), the stage count is static.
+    `reduction` is the RCABs' channel-attention ratio (RCAN's 16).
+    """
+
+    def __init__(self, stages: int = 3, scales: int = 3, kernel_rcabs: int = 2,
+                 image_rcabs: int = 2, channels: int = 3, kernel_size: int = 15,
+                 features: int = 64, kernel_features: int = 32, boundary: str = "symmetric",
+                 threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
+                 reduction: int = REDUCTION, *, rngs: nnx.Rngs | None = None):
+        for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
+                            ("features", features), ("kernel_features", kernel_features),
+                            ("reduction", reduction)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if kernel_rcabs < 0 or image_rcabs < 0:
+            raise ValueError("RCAB counts must be >= 0")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        if boundary not in ops.BOUNDARIES:
+            raise ValueError(f"boundary must be one of {ops.BOUNDARIES}, got {boundary!r}")
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
+        rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.remat = remat
+        self.stages = nnx.List([
+            Stage(channels=channels, scales=scales, kernel_rcabs=kernel_rcabs,
+                  image_rcabs=image_rcabs, features=features, kernel_features=kernel_features,
+                  boundary=boundary, threshold=threshold, kernel_prox=kernel_prox,
+                  reduction=reduction, rngs=rngs)
+            for _ in range(stages)])
+
+    def initial_kernel(self, n: int):
+        """h_0: the uniform kernel, one per image."""
+        h0 = jnp.asarray(kernels.uniform(self.kernel_size), jnp.float32)
+        return jnp.broadcast_to(h0, (n, self.kernel_size, self.kernel_size))
+
+    def __call__(self, g) -> MGSTNetOutput:
+        if g.ndim != 4 or g.shape[-1] != self.channels:
+            raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
+        h, u = self.initial_kernel(g.shape[0]), g  # h_0 uniform (float32), u_0 = g
+        if self.remat:
+            return self._scan_stages(h, u, g)
+        results = []
+        for stage in self.stages:
+            h, u, s, r = stage(h, u, g)
+            results.append((u, h, s, r))
+        return MGSTNetOutput(*(tuple(x) for x in zip(*results)))
+
+    def _scan_stages(self, h, u, g) -> MGSTNetOutput:
+        """The stages as a `lax.scan` over their stacked parameters with a checkpointed body.
+
+        A checkpoint per unrolled stage is not enough: XLA (at least on CPU) schedules the
+        recomputation early, next to the forward pass, and the backward pass's memory does not
+        drop. Inside a scan the recomputation happens iteration by iteration, so only the stage
+        inputs (h, u) of every stage and one stage's activations are live. The stacking is done
+        here, on the fly: the parameters stay one module per stage, whatever `remat` says.
+        """
+        graphdefs, states = zip(*(nnx.split(stage) for stage in self.stages))
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+        def body(carry, state):
+            h, u = carry
+            h, u, s, r = nnx.merge(graphdefs[0], state)(h, u, g)
+            return (h, u), (u, h, s, r)
+
+        _, stacked_out = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), (h, u), stacked)
+        k = len(self.stages)
+        return MGSTNetOutput(*(tuple(x[i] for i in range(k)) for x in stacked_out))
