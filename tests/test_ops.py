@@ -108,3 +108,13 @@ def test_bad_arguments_raise_clear_errors():
         ops.blur(u, jnp.zeros((1, 9, 9)))
     with pytest.raises(ValueError, match="boundary"):
         ops.blur(u, jnp.zeros((1, 3, 3)), "reflect")
+
+
+def test_half_precision_inputs_are_computed_in_float32():
+    u = jnp.asarray(np.abs(_random((1, 16, 20, 3), 13)))
+    h = jnp.asarray(kernels.gaussian(5, 1.0))[None]
+    ref = ops.blur(u, h)
+    got = ops.blur(u.astype(jnp.bfloat16), h.astype(jnp.bfloat16))
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref), rtol=2e-2, atol=2e-2)
+    assert ops.kernel_adjoint(u.astype(jnp.bfloat16), u.astype(jnp.bfloat16), (5, 5)).dtype == jnp.bfloat16

@@ -79,13 +79,15 @@ def _pad_adjoint(x, pads, boundary, image_shape):
 def _kernel_fft(h, grid):
     """Real FFT of kernels `[N, kh, kw]` on `grid`, with the kernel centre moved to the origin."""
     kh, kw = h.shape[-2:]
-    big = jnp.zeros(h.shape[:-2] + tuple(grid), h.dtype).at[..., :kh, :kw].set(h)
+    dtype = jnp.promote_types(h.dtype, jnp.float32)
+    big = jnp.zeros(h.shape[:-2] + tuple(grid), dtype).at[..., :kh, :kw].set(h.astype(dtype))
     big = jnp.roll(big, (-(kh // 2), -(kw // 2)), axis=(-2, -1))
     return jnp.fft.rfft2(big, axes=(-2, -1))[..., None]  # [N, L1, L2 // 2 + 1, 1]
 
 
 def _image_fft(x, grid):
-    return jnp.fft.rfft2(x, s=grid, axes=(1, 2))
+    # FFTs need float32 or float64: half-precision inputs (bfloat16 compute) are upcast here.
+    return jnp.fft.rfft2(x.astype(jnp.promote_types(x.dtype, jnp.float32)), s=grid, axes=(1, 2))
 
 
 def _inverse(X, grid, pads, hw):

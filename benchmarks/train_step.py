@@ -1,0 +1,87 @@
+"""Train-step throughput and compile time of the trainer's jitted, sharded step.
+
+    python -m benchmarks.train_step [--configs=demo,paper] [--paper_batch=1] [--repeats=3]
+
+Prints one JSON object with, per configuration: batch shape, parameter count, compile seconds and
+images per second (median step time over `repeats`, after compilation). "demo" is
+experiments/flags/demo.flags; "paper" is the paper's network (3 stages, 3 scales, 2+2 RCABs, 64
+features) on 256x256 crops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from unroll import kernels, ops, train
+from unroll.config import Config
+
+CONFIGS = {
+    "demo": dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16, kernel_features=8,
+                 kernel_size=15, patch_size=64, batch_size=8),
+    "paper": dict(stages=3, scales=3, kernel_rcabs=2, image_rcabs=2, features=64, kernel_features=32,
+                  kernel_size=15, patch_size=256, batch_size=1),
+}
+
+
+def synthetic_batch(config: Config, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    shape = (config.batch_size, config.patch_size, config.patch_size, config.channels)
+    sharp = rng.random(shape).astype(np.float32)
+    h = np.stack([kernels.gaussian(config.kernel_size, 1.0 + i % 3) for i in range(config.batch_size)])
+    blurred = np.asarray(ops.blur(jnp.asarray(sharp), jnp.asarray(h)))
+    return {"blurred": blurred, "sharp": sharp, "kernel": h}
+
+
+def measure(config: Config, repeats: int) -> dict:
+    mesh = train.make_mesh()
+    graphdef, params = train.build_model(config)
+    tx, _ = train.make_optimizer(config, 1000, 800)
+    state = jax.device_put({"params": params, "opt_state": tx.init(params),
+                            "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+    step = train.make_train_step(graphdef, config, tx, mesh)
+    batch = train.global_batch(synthetic_batch(config), mesh)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))
+    return {"batch_shape": list(batch["blurred"].shape), "num_params": train.num_params(params),
+            "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
+            "images_per_s": round(config.batch_size / step_s, 3), "remat": config.remat,
+            "bf16": config.bf16}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="demo,paper")
+    parser.add_argument("--paper_batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args()
+    results = {"devices": jax.device_count(), "platform": jax.devices()[0].platform}
+    for name in args.configs.split(","):
+        overrides = dict(CONFIGS[name], remat=args.remat, bf16=args.bf16, steps=1)
+        if name == "paper":
+            overrides["batch_size"] = args.paper_batch
+        results[name] = measure(dataclasses.replace(Config(), **overrides), args.repeats)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The trainer end to end on tiny flags: outputs, resume after a kill, sharding, bad input."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from unroll import checkpoint, train
+from unroll.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_FLAGS = ROOT / "experiments" / "flags" / "tiny.flags"
+
+
+def tiny_config(**overrides) -> Config:
+    """Config from tiny.flags (the same file the CLI tests use)."""
+    values = {}
+    for line in TINY_FLAGS.read_text().splitlines():
+        if line.startswith("--"):
+            name, _, value = line[2:].partition("=")
+            values[name] = value
+    config = Config()
+    for f in dataclasses.fields(Config):
+        if f.name in values:
+            setattr(config, f.name, type(f.default)(values[f.name]))
+    return dataclasses.replace(config, **overrides)
+
+
+def _params(workdir, config):
+    _, params, step = train.restore_params(config, workdir)
+    return step, jax.tree.leaves(params)
+
+
+def test_train_end_to_end_writes_metrics_checkpoint_and_pictures(tmp_path):
+    config = tiny_config()
+    results = train.train_and_evaluate(config, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "rmse", "psnr_input", "ssim_input", "kernel_mnc", "num_params", "stages"):
+        assert key in saved and saved[key] is not None, key
+    assert saved["stages"] == config.stages and saved["num_params"] > 0
+    assert saved == json.loads(json.dumps(results))
+    assert 0 < saved["kernel_mnc"] <= 1 + 1e-6
+    assert (tmp_path / "eval" / "per_image.csv").read_text().count("\n") == saved["num_images"] + 1
+    assert list((tmp_path / "eval").glob("sample_*.png"))
+    assert (tmp_path / "eval" / "psnr_boxplot.png").exists()
+    assert (tmp_path / "training_curves.png").exists()
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "loss" in e] == [2, 4, 6]
+    step, _ = _params(tmp_path, config)
+    assert step == config.steps
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
+    config = tiny_config(num_samples=0)
+    train.train_and_evaluate(config, tmp_path / "whole")
+
+    # Kill the second run right after its first checkpoint (step 3), then rerun the same command.
+    original = checkpoint.Checkpoints.save
+
+    def save_then_die(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, tmp_path / "killed")
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", original)
+    assert _params(tmp_path / "killed", config)[0] == 3
+    train.train_and_evaluate(config, tmp_path / "killed")
+
+    step_a, params_a = _params(tmp_path / "whole", config)
+    step_b, params_b = _params(tmp_path / "killed", config)
+    assert step_a == step_b == config.steps
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    losses = lambda d: [e["loss"] for e in map(json.loads, (d / "log.jsonl").read_text().splitlines())
+                        if "loss" in e and e["step"] > 3]
+    assert losses(tmp_path / "whole") == losses(tmp_path / "killed")
+
+
+def test_sharded_step_matches_single_device_step():
+    assert jax.device_count() >= 2, "conftest.py simulates 2 CPU devices"
+    config = tiny_config()
+    from benchmarks.train_step import synthetic_batch
+
+    batch = synthetic_batch(config, seed=3)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:2]):
+        mesh = train.make_mesh(devices)
+        graphdef, params = train.build_model(config)
+        tx, _ = train.make_optimizer(config, 10, 8)
+        state = jax.device_put({"params": params, "opt_state": tx.init(params),
+                                "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+        step = train.make_train_step(graphdef, config, tx, mesh)
+        global_batch = train.global_batch(batch, mesh)
+        assert len(global_batch["blurred"].sharding.device_set) == len(devices)
+        state, metrics = step(state, global_batch)
+        results.append((float(metrics["loss"]), jax.tree.leaves(state["params"])))
+    (loss_1, params_1), (loss_2, params_2) = results
+    np.testing.assert_allclose(loss_1, loss_2, rtol=1e-5)
+    for a, b in zip(params_1, params_2):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_config_validation_names_the_flag():
+    with pytest.raises(ConfigError, match="--stages"):
+        tiny_config(stages=0).validate()
+    with pytest.raises(ConfigError, match="--patch_size"):
+        tiny_config(patch_size=30, scales=3).validate()
+    with pytest.raises(ConfigError, match="--steps"):
+        tiny_config(steps=5, epochs=2).validate()
+
+
+def _cli(*args, cwd=ROOT):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "experiments.mgstnet", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_bad_inputs_fail_with_one_line_and_touch_nothing(tmp_path):
+    cases = [
+        (["--no_such_flag=1"], "no_such_flag"),
+        (["--stages=0"], "--stages"),
+        ([f"--train_dir={tmp_path / 'missing'}"], "missing"),
+        (["--mode=eval"], "checkpoint in"),
+    ]
+    for extra, expected in cases:
+        result = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={tmp_path / 'run'}", *extra)
+        assert result.returncode != 0, extra
+        assert "Traceback" not in result.stderr, result.stderr
+        assert expected in result.stderr, (extra, result.stderr)
+
+
+def test_cli_trains_then_refuses_another_configuration(tmp_path):
+    workdir = tmp_path / "run"
+    ok = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--steps=2", "--save_every=2")
+    assert ok.returncode == 0, ok.stderr
+    assert "PSNR" in ok.stdout
+    before = _snapshot(workdir)
+    other = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--steps=2", "--stages=3")
+    assert other.returncode != 0
+    assert "Traceback" not in other.stderr and "--stages=3" in other.stderr, other.stderr
+    assert _snapshot(workdir) == before
+
+    # Deblur mode on a user image; a second run refuses to overwrite the outputs.
+    from unroll import data
+    image = tmp_path / "photo.png"
+    data.save_image(image, np.random.default_rng(0).random((41, 37, 3)))
+    out = tmp_path / "out"
+    first = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur",
+                 f"--input={image}", f"--output_dir={out}")
+    assert first.returncode == 0, first.stderr
+    deblurred = data.load_image(out / "photo_deblurred.png")
+    assert deblurred.shape == (41, 37, 3)
+    assert (out / "photo_kernel.png").exists()
+    again = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur",
+                 f"--input={image}", f"--output_dir={out}")
+    assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr

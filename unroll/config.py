@@ -1,0 +1,138 @@
+"""One configuration for training, evaluation and deblurring; the command-line flags mirror it.
+
+Every field is a flag of `experiments.mgstnet` (same name, same default). `validate` checks the
+values up front and raises `ConfigError` naming the flag, so a bad run fails before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+class ConfigError(ValueError):
+    """A flag value that cannot work; the message names the flag."""
+
+
+MODELS = ("mgstnet",)
+THRESHOLDS = ("gst", "soft")
+BOUNDARIES = ("symmetric", "circular", "zero")
+
+
+@dataclasses.dataclass
+class Config:
+    # Model (MGSTNet, paper Section II; defaults are the paper's configuration).
+    model: str = "mgstnet"
+    stages: int = 3
+    scales: int = 3
+    kernel_rcabs: int = 2
+    image_rcabs: int = 2
+    features: int = 64
+    kernel_features: int = 32
+    kernel_size: int = 15
+    channels: int = 3
+    threshold: str = "gst"
+    kernel_prox: bool = True
+    boundary: str = "symmetric"
+    remat: bool = False
+
+    # Data (Section III-A). Empty folders mean the built-in samples.
+    train_dir: str = ""
+    test_dir: str = ""
+    patch_size: int = 256
+    sigma_min: float = 0.2
+    sigma_max: float = 4.0
+    noise: float = 0.0
+    motion_prob: float = 0.0
+    eval_crop: int = 0
+    num_workers: int = 0
+
+    # Optimisation: Adam, lr `learning_rate`, then `final_learning_rate` for the last
+    # `final_lr_epochs` epochs (epoch budget) or `final_lr_steps` steps (step budget).
+    batch_size: int = 8
+    steps: int = 0
+    epochs: int = 0
+    learning_rate: float = 1e-4
+    final_learning_rate: float = 1e-5
+    final_lr_epochs: int = 10
+    final_lr_steps: int = 0
+    alpha: float = 0.05
+    grad_clip: float = 0.0
+    bf16: bool = False
+    seed: int = 0
+
+    # Bookkeeping.
+    log_every: int = 20
+    save_every: int = 200
+    eval_every: int = 0
+    keep: int = 3
+    num_samples: int = 3
+
+    def validate(self) -> "Config":
+        def need(ok, flag, message):
+            if not ok:
+                raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {message}")
+
+        need(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
+        need(self.stages >= 1, "stages", "must be at least 1")
+        need(1 <= self.scales <= 3, "scales", "must be 1, 2 or 3")
+        need(self.kernel_rcabs >= 0, "kernel_rcabs", "must be >= 0")
+        need(self.image_rcabs >= 0, "image_rcabs", "must be >= 0")
+        need(self.features >= 1, "features", "must be positive")
+        need(self.kernel_features >= 1, "kernel_features", "must be positive")
+        need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size", "must be a positive odd number")
+        need(self.channels in (1, 3), "channels", "must be 1 (grayscale) or 3 (RGB)")
+        need(self.threshold in THRESHOLDS, "threshold", f"must be one of {', '.join(THRESHOLDS)}")
+        need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
+        need(self.patch_size >= self.kernel_size, "patch_size", f"must be >= --kernel_size={self.kernel_size}")
+        need(self.patch_size % 2 ** (self.scales - 1) == 0, "patch_size",
+             f"must be a multiple of {2 ** (self.scales - 1)} for {self.scales} scales")
+        need(0 <= self.sigma_min <= self.sigma_max and self.sigma_max > 0, "sigma_max",
+             f"need 0 <= --sigma_min={self.sigma_min} <= --sigma_max, and --sigma_max > 0")
+        need(self.noise >= 0, "noise", "must be >= 0")
+        need(0 <= self.motion_prob <= 1, "motion_prob", "must be in [0, 1]")
+        need(self.eval_crop == 0 or self.eval_crop >= self.kernel_size, "eval_crop",
+             f"must be 0 (whole images) or >= --kernel_size={self.kernel_size}")
+        need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        need(self.batch_size >= 1, "batch_size", "must be positive")
+        need(self.steps >= 0 and self.epochs >= 0, "steps", "--steps and --epochs must be >= 0")
+        need((self.steps > 0) != (self.epochs > 0), "steps", "give exactly one of --steps and --epochs")
+        need(self.learning_rate > 0 and self.final_learning_rate > 0, "learning_rate", "must be positive")
+        need(self.final_lr_epochs >= 0 and self.final_lr_steps >= 0, "final_lr_epochs", "must be >= 0")
+        need(self.alpha >= 0, "alpha", "must be >= 0")
+        need(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = no clipping)")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        for flag in ("log_every", "save_every", "keep"):
+            need(getattr(self, flag) >= 1, flag, "must be at least 1")
+        need(self.eval_every >= 0 and self.num_samples >= 0, "eval_every", "must be >= 0")
+        return self
+
+    # Fields that define the network: a checkpoint only fits a run with the same values.
+    MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
+                    "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox")
+
+    def model_signature(self) -> dict:
+        return {name: getattr(self, name) for name in self.MODEL_FIELDS}
+
+    def steps_per_epoch(self, num_train: int, process_count: int = 1) -> int:
+        per_process = num_train // process_count
+        return max(1, per_process // (self.batch_size // process_count))
+
+    def schedule(self, num_train: int, process_count: int = 1) -> tuple[int, int]:
+        """(total steps, step at which the learning rate drops to `final_learning_rate`)."""
+        if self.steps:
+            return self.steps, max(0, self.steps - self.final_lr_steps)
+        per_epoch = self.steps_per_epoch(num_train, process_count)
+        total = self.epochs * per_epoch
+        return total, max(0, (self.epochs - self.final_lr_epochs) * per_epoch)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def fields():
+    return dataclasses.fields(Config)

@@ -1,0 +1,119 @@
+"""Evaluation on a fixed set: image and kernel metrics per image, their summary, a table and pictures.
+
+Metrics (unroll.metrics): PSNR, SSIM and RMSE (0-255) of the output and of the blurred input
+(clipped to [0, 1], as a viewer would see it); kernel MNC, MSE and RMSE where the true kernel is
+known. The summary has means, PSNR quartiles (Q1, median, Q3: the paper's Fig. 5) and per-class
+means when the set has class subfolders (the paper's Table VII).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from unroll import metrics, plots
+
+IMAGE_METRICS = ("psnr", "ssim", "rmse")
+KERNEL_METRICS = ("kernel_mnc", "kernel_mse", "kernel_rmse")
+
+
+def image_scores(restored, blurred, sharp) -> dict:
+    x, y, g = (jnp.asarray(a)[None] for a in (restored, sharp, np.clip(blurred, 0, 1)))
+    return {"psnr": float(metrics.psnr(x, y)[0]), "ssim": float(metrics.ssim(x, y)[0]),
+            "rmse": float(metrics.rmse(x, y)[0]), "psnr_input": float(metrics.psnr(g, y)[0]),
+            "ssim_input": float(metrics.ssim(g, y)[0]), "rmse_input": float(metrics.rmse(g, y)[0])}
+
+
+def kernel_scores(estimate, truth) -> dict:
+    a, b = jnp.asarray(estimate)[None], jnp.asarray(truth)[None]
+    return {"kernel_mnc": float(metrics.mnc(a, b)[0]), "kernel_mse": float(metrics.kernel_mse(a, b)[0]),
+            "kernel_rmse": float(metrics.kernel_rmse(a, b)[0])}
+
+
+def _mean(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarise(rows: list[dict]) -> dict:
+    keys = [k for k in rows[0] if k not in ("name", "class_name", "label")]
+    summary = {k: _mean(rows, k) for k in keys}
+    for k in KERNEL_METRICS:
+        summary.setdefault(k, None)
+    q1, median, q3 = np.percentile([r["psnr"] for r in rows], [25, 50, 75])
+    summary.update(psnr_q1=float(q1), psnr_median=float(median), psnr_q3=float(q3),
+                   num_images=len(rows))
+    classes = sorted({r["class_name"] for r in rows if r["class_name"]})
+    if classes:
+        summary["per_class"] = {
+            c: {k: _mean([r for r in rows if r["class_name"] == c], k) for k in IMAGE_METRICS}
+            for c in classes}
+    return summary
+
+
+def evaluate(predict, params, eval_set, config, task, out_dir=None, extra: dict | None = None) -> dict:
+    """Run the model on every image of `eval_set`; with `out_dir`, write metrics.json, a per-image CSV,
+    sample grids and a PSNR box-plot there and print a table."""
+    rows, samples = [], []
+    for i in range(len(eval_set)):
+        example = eval_set[i]
+        out = predict(params, jnp.asarray(example["blurred"])[None])
+        restored = np.clip(np.asarray(task.image(out)[0], np.float32), 0, 1)
+        row = {"name": example["name"], "class_name": example.get("class_name", ""),
+               **image_scores(restored, example["blurred"], example["sharp"])}
+        kernel = task.kernel(out)
+        if kernel is not None and "kernel" in example:
+            row.update(kernel_scores(np.asarray(kernel[0]), example["kernel"]))
+        rows.append(row)
+        if out_dir is not None and i < config.num_samples:
+            samples.append((example, [np.asarray(u[0]) for u in task.stage_images(out)],
+                            None if kernel is None else np.asarray(kernel[0])))
+    if not rows:
+        raise ValueError("the evaluation set is empty")
+    summary = summarise(rows)
+    summary.update(model=config.model, stages=config.stages, **(extra or {}))
+    if out_dir is not None:
+        write_report(Path(out_dir), summary, rows, samples)
+    return summary
+
+
+def write_report(out_dir: Path, summary: dict, rows: list[dict], samples):
+    eval_dir = out_dir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
+    with open(eval_dir / "per_image.csv", "w", newline="") as f:
+        fieldnames = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    for example, stage_images, kernel in samples:
+        name = Path(example["name"]).with_suffix("").as_posix().replace("/", "_")
+        plots.sample_grid(eval_dir / f"sample_{name}.png", example["blurred"], stage_images,
+                          example["sharp"], kernel, example.get("kernel"))
+    plots.psnr_boxplot(eval_dir / "psnr_boxplot.png",
+                       {"blurred input": [r["psnr_input"] for r in rows],
+                        summary["model"]: [r["psnr"] for r in rows]})
+    print(format_table(summary))
+
+
+def format_table(summary: dict) -> str:
+    def fmt(v, digits=4):
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    lines = [f"{'':12s} {'PSNR':>8s} {'SSIM':>8s} {'RMSE':>8s}",
+             f"{'input':12s} {fmt(summary['psnr_input'], 2):>8s} {fmt(summary['ssim_input']):>8s} "
+             f"{fmt(summary['rmse_input']):>8s}",
+             f"{summary['model']:12s} {fmt(summary['psnr'], 2):>8s} {fmt(summary['ssim']):>8s} "
+             f"{fmt(summary['rmse']):>8s}",
+             f"PSNR quartiles Q1/median/Q3: {summary['psnr_q1']:.2f} / {summary['psnr_median']:.2f} / "
+             f"{summary['psnr_q3']:.2f} over {summary['num_images']} images"]
+    if summary.get("kernel_mnc") is not None:
+        lines.append(f"kernel MNC {summary['kernel_mnc']:.4f}  MSE {summary['kernel_mse']:.3e}  "
+                     f"RMSE {summary['kernel_rmse']:.3e}")
+    for c, m in summary.get("per_class", {}).items():
+        lines.append(f"  {c:20s} {fmt(m['psnr'], 2)} / {fmt(m['ssim'])} / {fmt(m['rmse'])}")
+    return "\n".join(lines)

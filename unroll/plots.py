@@ -1,0 +1,92 @@
+"""Pictures: sample grids, PSNR box-plots, training curves, kernels (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _show(ax, image, title):
+    image = np.clip(np.asarray(image, np.float32), 0, 1)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _psnr(x, y):
+    return 10 * np.log10(1.0 / max(float(np.mean((np.clip(x, 0, 1) - y) ** 2)), 1e-12))
+
+
+def sample_grid(path, blurred, stage_images, sharp, kernel=None, true_kernel=None):
+    """blurred | stage 1 ... stage K | sharp, then the estimated and true kernels, with PSNRs."""
+    columns = 2 + len(stage_images) + (kernel is not None) + (true_kernel is not None)
+    fig, axes = plt.subplots(1, columns, figsize=(2.2 * columns, 2.6))
+    _show(axes[0], blurred, f"blurred {_psnr(blurred, sharp):.2f} dB")
+    for k, u in enumerate(stage_images):
+        _show(axes[1 + k], u, f"stage {k + 1} {_psnr(u, sharp):.2f} dB")
+    _show(axes[1 + len(stage_images)], sharp, "sharp")
+    col = 2 + len(stage_images)
+    for k, title in ((kernel, "estimated kernel"), (true_kernel, "true kernel")):
+        if k is not None:
+            axes[col].imshow(k, cmap="magma")
+            axes[col].set_title(title, fontsize=8)
+            axes[col].axis("off")
+            col += 1
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def psnr_boxplot(path, groups: dict):
+    """Box-plot of per-image PSNR per group (the paper's Fig. 5): boxes at Q1/median/Q3, 1.5 IQR whiskers."""
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(groups), 3.2))
+    ax.boxplot(list(groups.values()), orientation="horizontal", whis=1.5, flierprops={"marker": "D"})
+    ax.set_yticks(range(1, len(groups) + 1), list(groups))
+    ax.set_xlabel("PSNR (dB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(log_path, path):
+    """Loss and evaluation PSNR against step, from a JSONL scalar log (last value per step wins)."""
+    log_path = Path(log_path)
+    if not log_path.exists():
+        return
+    series: dict[str, dict[int, float]] = {}
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line)
+        for k, v in entry.items():
+            if k != "step" and isinstance(v, (int, float)):
+                series.setdefault(k, {})[entry["step"]] = v
+    panels = [k for k in ("loss", "eval_psnr") if k in series]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
+    for ax, k in zip(axes[0], panels):
+        steps = sorted(series[k])
+        ax.plot(steps, [series[k][s] for s in steps], marker="." if k != "loss" else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(k)
+        if k == "loss":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_kernel(path, kernel, zoom: int = 8):
+    """A kernel as a grayscale PNG scaled to its maximum and enlarged `zoom` times (nearest)."""
+    from PIL import Image
+
+    k = np.asarray(kernel, np.float64)
+    k = k / k.max() if k.max() > 0 else k
+    big = np.kron(k, np.ones((zoom, zoom)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(big * 255).astype(np.uint8)).save(path)

@@ -1,0 +1,365 @@
+"""The one trainer: jit-compiled, data-parallel train steps, checkpoints, evaluation and deblurring.
+
+Parallelism: a 1-D mesh over every device (all hosts) with axis "data"; batches are sharded on their
+leading axis (`NamedSharding(mesh, P("data"))`), parameters and optimiser state are replicated, and
+XLA inserts the gradient all-reduce. Each process feeds its own slice of the global batch
+(`jax.make_array_from_process_local_data`). The step is `jax.jit` over the split model state
+(`nnx.split` / `nnx.merge` inside), which avoids `nnx.jit`'s per-call graph traversal.
+
+A model plugs in as a `Task`: how to build it from the configuration, its loss, and how to read the
+restored image and kernel from its output. MGSTNet is the first; the CNN baselines add theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from unroll import data, losses, plots
+from unroll.checkpoint import CheckpointError, Checkpoints
+from unroll.config import Config, ConfigError
+from unroll.evaluation import evaluate
+from unroll.models import MGSTNet
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models as tasks.
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    build: Callable[[Config, nnx.Rngs], nnx.Module]
+    loss: Callable[[Any, dict, Config], jax.Array]  # (model output, batch, config) -> scalar
+    image: Callable[[Any], jax.Array]  # output -> restored images [N, H, W, C]
+    kernel: Callable[[Any], jax.Array | None]  # output -> estimated kernels [N, k, k] or None
+    stage_images: Callable[[Any], tuple]  # output -> intermediate images, for the sample grids
+
+
+def _build_mgstnet(config: Config, rngs: nnx.Rngs):
+    return MGSTNet(stages=config.stages, scales=config.scales, kernel_rcabs=config.kernel_rcabs,
+                   image_rcabs=config.image_rcabs, channels=config.channels,
+                   kernel_size=config.kernel_size, features=config.features,
+                   kernel_features=config.kernel_features, boundary=config.boundary,
+                   threshold=config.threshold, kernel_prox=config.kernel_prox, remat=config.remat,
+                   rngs=rngs)
+
+
+TASKS = {
+    "mgstnet": Task(
+        build=_build_mgstnet,
+        loss=lambda out, batch, c: losses.mgstnet_loss(out, batch["sharp"], batch["blurred"],
+                                                       alpha=c.alpha, boundary=c.boundary),
+        image=lambda out: out.images[-1],
+        kernel=lambda out: out.kernels[-1],
+        stage_images=lambda out: out.images,
+    ),
+}
+
+
+def build_model(config: Config):
+    """The model of `config`, its graph definition and parameters (initialised from `config.seed`)."""
+    model = TASKS[config.model].build(config, nnx.Rngs(config.seed))
+    graphdef, params = nnx.split(model)
+    return graphdef, params
+
+
+def num_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Steps.
+
+
+def make_optimizer(config: Config, total_steps: int, drop_step: int):
+    schedule = optax.piecewise_constant_schedule(
+        config.learning_rate,
+        {drop_step: config.final_learning_rate / config.learning_rate} if drop_step < total_steps else {})
+    adam = optax.adam(schedule)
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip else adam
+    return tx, schedule
+
+
+def make_train_step(graphdef, config: Config, tx, mesh):
+    """jit-compiled `(state, batch) -> (state, metrics)`, batch sharded over the mesh's data axis."""
+    task = TASKS[config.model]
+
+    def loss_fn(params, batch):
+        model = nnx.merge(graphdef, params)
+        inputs = batch["blurred"]
+        if config.bf16:  # bfloat16 compute, float32 parameters, loss and optimiser
+            model = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.bfloat16), params))
+            inputs = inputs.astype(jnp.bfloat16)
+        out = jax.tree.map(lambda x: x.astype(jnp.float32), model(inputs))
+        return task.loss(out, batch, config)
+
+    def train_step(state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(train_step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+
+
+def make_predict(graphdef):
+    """jit-compiled `(params, blurred [N, H, W, C]) -> model output` (recompiles per image size)."""
+    return jax.jit(lambda params, g: nnx.merge(graphdef, params)(g))
+
+
+def make_mesh(devices=None):
+    """1-D mesh "data" over `devices` (default: every device of every process).
+
+    Auto axis type: the model code stays sharding-agnostic and XLA propagates the batch sharding.
+    """
+    devices = jax.devices() if devices is None else devices
+    return jax.make_mesh((len(devices),), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def global_batch(batch: dict, mesh) -> dict:
+    """Host-local numpy batch -> global arrays sharded on the batch axis."""
+    sharding = NamedSharding(mesh, P("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items() if isinstance(v, np.ndarray)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Logging.
+
+
+class Progress:
+    """A one-line progress bar on stderr (a TTY) or a line per log interval (files, CI)."""
+
+    def __init__(self, total: int, start: int, stream=sys.stderr):
+        self.total, self.start, self.stream = total, start, stream
+        self.t0 = time.perf_counter()
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, step: int, loss: float, images_per_s: float, force: bool = False):
+        done = step - self.start
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / max(done, 1) * (self.total - step)
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} "
+                f"loss {loss:.4f} {images_per_s:.1f} img/s ETA {_hms(eta)}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if step >= self.total else ""))
+        elif force:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ScalarLog:
+    """Scalars to `DIR/log.jsonl` (appended across resumes) and TensorBoard when tensorboardX exists."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "log.jsonl"
+        self.writer = None
+        if jax.process_index() == 0:
+            try:
+                from tensorboardX import SummaryWriter
+                self.writer = SummaryWriter(str(workdir / "tensorboard"))
+            except ImportError:
+                pass
+
+    def write(self, step: int, **scalars):
+        if jax.process_index() != 0:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Train and evaluate.
+
+
+def train_and_evaluate(config: Config, workdir) -> dict:
+    """Train (resuming from `workdir`'s newest checkpoint), then evaluate; returns the metrics."""
+    config.validate()
+    workdir = Path(workdir)
+    # Everything that can fail on user input is checked before anything is written to workdir.
+    source = data.open_source(config.train_dir or None, channels=config.channels, split="train")
+    eval_set = make_eval_set(config)
+    mesh = make_mesh()
+    if config.batch_size % mesh.size:
+        raise ConfigError(f"--batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
+    with Checkpoints(workdir, keep=config.keep) as checkpoints:
+        checkpoints.check_compatible(config)
+        return _train(config, workdir, source, eval_set, mesh, checkpoints)
+
+
+def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
+    total_steps, drop_step = config.schedule(len(source), jax.process_count())
+    train_iter = iter(data.make_train_dataset(
+        source, patch_size=config.patch_size, batch_size=config.batch_size,
+        sigma_range=(config.sigma_min, config.sigma_max), kernel_size=config.kernel_size,
+        noise=config.noise, motion_prob=config.motion_prob, seed=config.seed,
+        channels=config.channels, num_workers=config.num_workers))
+    graphdef, params = build_model(config)
+    tx, schedule = make_optimizer(config, total_steps, drop_step)
+    state = jax.device_put({"params": params, "opt_state": tx.init(params),
+                            "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+    restored = checkpoints.restore(state)
+    if restored is not None:
+        step, state, data_state = restored
+        train_iter.set_state(data_state)
+        print(f"resuming from step {step} in {checkpoints.root}", file=sys.stderr)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+
+    task = TASKS[config.model]
+    train_step = make_train_step(graphdef, config, tx, mesh)
+    predict = make_predict(graphdef)
+    log = ScalarLog(workdir)
+    step = int(state["step"])
+    progress = Progress(total_steps, step)
+    t_last, images = time.perf_counter(), 0
+    while step < total_steps:
+        batch = global_batch(next(train_iter), mesh)
+        state, metrics = train_step(state, batch)
+        step += 1
+        images += config.batch_size
+        if step % config.log_every == 0 or step == total_steps:
+            loss = float(metrics["loss"])  # waits for the device
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step}; lower --learning_rate "
+                                         "or set --grad_clip")
+            rate = images / (time.perf_counter() - t_last)
+            log.write(step, loss=loss, grad_norm=float(metrics["grad_norm"]),
+                      learning_rate=float(schedule(step - 1)), images_per_s=rate)
+            progress.update(step, loss, rate, force=True)
+            t_last, images = time.perf_counter(), 0
+        evaluated = None
+        if config.eval_every and step % config.eval_every == 0 and step < total_steps:
+            evaluated = evaluate(predict, state["params"], eval_set, config, task)
+            log.write(step, **{f"eval_{k}": evaluated[k] for k in ("psnr", "ssim", "rmse")})
+        if step % config.save_every == 0 or step == total_steps or evaluated is not None:
+            checkpoints.save(step, state, train_iter.get_state(), config, metrics=evaluated)
+
+    results = evaluate(predict, state["params"], eval_set, config, task, out_dir=workdir,
+                       extra={"num_params": num_params(state["params"]), "step": step})
+    checkpoints.save(step, state, train_iter.get_state(), config, metrics=results)
+    log.write(step, **{f"eval_{k}": results[k] for k in ("psnr", "ssim", "rmse")})
+    log.close()
+    plots.training_curves(workdir / "log.jsonl", workdir / "training_curves.png")
+    return results
+
+
+def make_eval_set(config: Config):
+    return data.make_eval_dataset(
+        config.test_dir or None, kernel_size=config.kernel_size,
+        sigma_range=(config.sigma_min, config.sigma_max), noise=config.noise,
+        motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
+        center_crop=config.eval_crop or None)
+
+
+def restore_params(config: Config, workdir, which: str = "latest"):
+    """Graph definition, parameters and step of `workdir`'s checkpoint, checked against `config`."""
+    with Checkpoints(workdir) as checkpoints:
+        saved = checkpoints.saved_config(which)
+        if saved is None:
+            raise CheckpointError(f"no {which} checkpoint in {workdir}: train there first (--mode=train)")
+        checkpoints.check_compatible(config, which)
+        graphdef, params = build_model(saved)
+        total, drop = saved.schedule(1)
+        tx, _ = make_optimizer(saved, max(total, 1), drop)
+        template = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        step, state, _ = checkpoints.restore(template, which)
+    return graphdef, state["params"], step
+
+
+def evaluate_checkpoint(config: Config, workdir, which: str = "latest") -> dict:
+    config.validate()
+    graphdef, params, step = restore_params(config, workdir, which)
+    return evaluate(make_predict(graphdef), params, make_eval_set(config), config, TASKS[config.model],
+                    out_dir=Path(workdir), extra={"num_params": num_params(params), "step": step})
+
+
+def input_files(inputs) -> list[Path]:
+    """Image files named by `inputs`: files, folders (searched recursively) or glob patterns."""
+    import glob
+
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES)
+            if not found:
+                raise data.DataError(f"no image files (PNG, JPEG, TIFF) in folder {path}")
+        elif path.is_file():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            if not found:
+                raise data.DataError(f"input {item} does not exist")
+        files.extend(found)
+    if not files:
+        raise data.DataError("no input images given (--input)")
+    return files
+
+
+def deblur_files(config: Config, workdir, inputs, output_dir, overwrite: bool = False) -> list[Path]:
+    """Deblur user images (any size, PNG/JPEG/TIFF, gray or RGB) with `workdir`'s model.
+
+    Writes `<stem>_deblurred.png` (16-bit TIFF inputs give 16-bit TIFF outputs) and
+    `<stem>_kernel.png` (the estimated kernel, scaled to its maximum) into `output_dir`; refuses to
+    overwrite existing files unless `overwrite`.
+    """
+    graphdef, params, _ = restore_params(config, workdir)
+    predict = make_predict(graphdef)
+    task = TASKS[config.model]
+    files = input_files(inputs)
+    output_dir = Path(output_dir)
+    targets = []
+    for path in files:
+        suffix = ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
+        targets.append((path, output_dir / f"{path.stem}_deblurred{suffix}",
+                        output_dir / f"{path.stem}_kernel.png"))
+    clashes = [str(t) for _, *outs in targets for t in outs if t.exists()]
+    if clashes and not overwrite:
+        raise FileExistsError(f"{clashes[0]} exists; pass --overwrite or another --output_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, out_image, out_kernel in targets:
+        image = data.load_image(path, config.channels)
+        if min(image.shape[:2]) < config.kernel_size:
+            raise data.DataError(f"{path}: image {image.shape[0]}x{image.shape[1]} is smaller than "
+                                 f"the {config.kernel_size}x{config.kernel_size} kernel")
+        out = predict(params, jnp.asarray(image)[None])
+        restored = np.clip(np.asarray(task.image(out)[0]), 0, 1)
+        data.save_image(out_image, restored)
+        kernel = task.kernel(out)
+        if kernel is not None:
+            plots.save_kernel(out_kernel, np.asarray(kernel[0]))
+        written.append(out_image)
+        print(f"{path} -> {out_image}", file=sys.stderr)
+    return written
