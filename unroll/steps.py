@@ -2,8 +2,10 @@
 
 Step-size scaling (so that one step size suits every image size):
   * image step (IGDM, eq. 17): the gradient of the *summed* data term 1/2 ||h * u - g||^2. Its
-    Lipschitz constant is max |H(w)|^2 <= ||h||_1^2 = 1 for a normalised kernel, whatever the image
-    size, so rho in (0, 2) is a descent step.
+    Lipschitz constant does not depend on the image size: for the circular and zero boundaries it is
+    <= ||h||_1^2 = 1 for a normalised kernel (rho in (0, 2) descends); the symmetric boundary folds
+    the padding back onto the border, which raises it up to 4 for off-centre kernels (measured: 1.4-2
+    for Levin's kernels), so there rho <= 0.5 is the safe choice.
   * kernel step (KGDM, eq. 11): the gradient of the *mean* data term 1/(2 N_obs) ||h * u - g||^2,
     N_obs = H * W * C. The summed term's curvature in h grows with the number of pixels (every pixel
     is an observation of the same kh x kw unknowns); the mean's is about kh kw mean(u^2) and does not

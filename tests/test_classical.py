@@ -1,0 +1,221 @@
+"""Classical unrolled solver: Haar orthonormality, exact wavelet prox, energy descent, hypergradients
+against finite differences, tuning, kernel constraints."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unroll import classical, kernels, ops
+
+
+def _ravel(coeffs):
+    approx, details = coeffs
+    return jnp.concatenate([approx.ravel()] + [d.ravel() for d in jax.tree.leaves(details)])
+
+
+@pytest.mark.parametrize("shape,levels", [((1, 8, 8, 1), 3), ((2, 7, 10, 2), 3)])
+def test_haar_is_orthonormal_and_inverse_is_transpose(shape, levels):
+    """W^T W = W W^T = I (odd sizes included), norms preserved, inverse = transpose = exact."""
+    n = int(np.prod(shape))
+
+    @jax.jit
+    def check(x):
+        forward = lambda y: _ravel(classical.haar_forward(y.reshape(shape), levels))  # noqa: E731
+        W = jax.vmap(forward)(jnp.eye(n, dtype=x.dtype)).T  # column i: W e_i
+        coeffs = classical.haar_forward(x, levels)
+        (xt,) = jax.linear_transpose(lambda y: classical.haar_forward(y, levels), x)(coeffs)
+        return W, jnp.linalg.norm(_ravel(coeffs)), classical.haar_inverse(*coeffs), xt
+
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
+        W, norm, inverse, transpose = map(np.asarray, check(x))
+    assert W.shape == (n, n)
+    np.testing.assert_allclose(W.T @ W, np.eye(n), atol=1e-12)
+    np.testing.assert_allclose(W @ W.T, np.eye(n), atol=1e-12)
+    np.testing.assert_allclose(norm, np.linalg.norm(np.asarray(x)), rtol=1e-12)
+    np.testing.assert_allclose(inverse, np.asarray(x), atol=1e-12)
+    np.testing.assert_allclose(transpose, np.asarray(x), atol=1e-12)  # jax.linear_transpose of W
+
+
+def _brute_force_prox(r, t, p):
+    """argmin_u 1/2 ||u - r||^2 + t ||W_d u||_p^p over 2x2 images (one Haar level) by a dense 4-D
+    grid search in pixel space, refined twice around the best point."""
+    W = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]) / 2.0
+    # (the 2x2 orthonormal Haar basis written out: coefficients = W @ pixels, row 0 the approximation)
+
+    def energy(U):  # U: [M, 4]
+        c = U @ W.T
+        return 0.5 * np.sum((U - r) ** 2, axis=1) + t * np.sum(np.abs(c[:, 1:]) ** p, axis=1)
+
+    centre, half = r.copy(), 1.2
+    for points in (31, 21, 21):
+        axes = [np.linspace(c - half, c + half, points) for c in centre]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 4)
+        e = energy(grid)
+        centre = grid[np.argmin(e)]
+        half = 2.5 * half / (points - 1)
+    return centre, float(energy(centre[None])[0]), energy
+
+
+prox = jax.jit(functools.partial(classical.wavelet_prox, levels=1, gst_iterations=60),
+               static_argnames="threshold")
+
+
+@pytest.mark.parametrize("threshold,p", [("soft", 1.0), ("gst", 0.5), ("gst", 0.8)])
+def test_wavelet_prox_matches_brute_force(threshold, p):
+    rng = np.random.default_rng(1)
+    with jax.enable_x64(True):
+        for _ in range(2):
+            r = rng.uniform(-1, 1, 4)
+            t = 0.15
+            u = np.asarray(prox(jnp.asarray(r).reshape(1, 2, 2, 1), t, p, threshold=threshold)).ravel()
+            ref, e_ref, energy = _brute_force_prox(r, t, p)
+            e_u = float(energy(u[None])[0])
+            assert e_u <= e_ref + 1e-6, (u, ref)
+            np.testing.assert_allclose(u, ref, atol=2e-3)
+
+
+def _problem(dtype, n=1, hw=32, k=5, seed=0):
+    from unroll import data
+
+    rng = np.random.default_rng(seed)
+    image = data.builtin_samples("test", 1)[1]["image"]  # coins: grayscale, strong edges
+    sharp = np.stack([image[40 + 9 * i:40 + 9 * i + hw, 40:40 + hw] for i in range(n)])
+    h_true = np.stack([kernels.gaussian(k, 1.0 + 0.3 * i) for i in range(n)])
+    g = ops.blur(jnp.asarray(sharp, dtype), jnp.asarray(h_true, dtype))
+    g = g + jnp.asarray(0.01 * rng.standard_normal(g.shape), dtype)
+    return jnp.asarray(sharp, dtype), g, jnp.asarray(h_true, dtype)
+
+
+@pytest.mark.parametrize("threshold", ["soft", "gst"])
+def test_objective_decreases_with_safe_steps(threshold):
+    """Plain alternating ISTA (no momentum, no cycle spinning, intensity domain: the iterations whose
+    energy `objective` is) from a 3x3 box: the energy never increases and falls substantially."""
+    with jax.enable_x64(True):
+        _, g, _ = _problem(jnp.float64)
+        params = classical.default_params(25, 1, 0, mu=0.5, lam=1e-4, theta=0.02, p=0.5,
+                                          dtype=jnp.float64)
+        step = jax.jit(functools.partial(classical.iteration, threshold=threshold, gst_iterations=30,
+                                         shifts=1, kernel_domain="intensity", momentum=0.0))
+        objective = jax.jit(functools.partial(classical.objective, threshold=threshold))
+        u = u_prev = g
+        t, h = jnp.ones(1, jnp.float64), classical.initial_kernel(1, 5, jnp.float64)
+        energies, half_steps = [], []
+        for k in range(25):
+            pk = {name: params[name][0, k] for name in classical.BLIND}
+            energy = functools.partial(objective, g=g, params_k=pk)
+            energies.append(float(energy(u, h)[0]))
+            u, u_prev, t, h = step(u, u_prev, t, h, g, pk)
+            half_steps.append((float(energy(u_prev, h)[0]), float(energy(u, h)[0])))
+        energies.append(float(energy(u, h)[0]))
+        energies = np.array(energies)
+        assert np.all(np.diff(energies) <= 1e-9 * energies[:-1]), energies
+        assert energies[-1] < 0.8 * energies[0]
+        # The image half-step is an exact proximal-gradient step: descent is a theorem there.
+        assert all(after <= before * (1 + 1e-12) for before, after in half_steps)
+
+
+def test_hypergradients_match_finite_differences():
+    """jax.grad of the training loss (through two scales, the kernel resize and recentring, and
+    the non-blind phase) against central differences, in float64."""
+    with jax.enable_x64(True):
+        sharp, g, _ = _problem(jnp.float64, n=2, hw=20, k=5)
+        params = classical.default_params(2, 2, 1, lam=1e-6, theta=0.01, p=0.6, final_theta=0.002,
+                                          dtype=jnp.float64)
+        loss = functools.partial(classical.loss, iterations=2, kernel_size=5, border=2,
+                                 kernel_weight=0.1, shifts=1, threshold="gst")
+        value_and_grad = jax.jit(jax.value_and_grad(loss))  # one compilation for both
+        _, grads = value_and_grad(params, g, sharp)
+        for name in classical.PARAM_NAMES:
+            assert np.all(np.isfinite(np.asarray(grads[name]))), name
+            assert float(jnp.max(jnp.abs(grads[name]))) > 1e-6, name  # every parameter acts
+        rng = np.random.default_rng(0)
+        eps = 1e-6
+        # Random directions in all parameters at once, and single coordinates at the coarse scale.
+        directions = [{k: jnp.asarray(rng.standard_normal(v.shape)) for k, v in params.items()}
+                      for _ in range(2)]
+        for name in ("mu", "lam", "rho", "theta", "p"):
+            d = {k: jnp.zeros_like(v) for k, v in params.items()}
+            directions.append({**d, name: d[name].at[0, 0].set(1.0)})
+        for d in directions:
+            plus = {k: params[k] + eps * d[k] for k in params}
+            minus = {k: params[k] - eps * d[k] for k in params}
+            fd = (float(value_and_grad(plus, g, sharp)[0])
+                  - float(value_and_grad(minus, g, sharp)[0])) / (2 * eps)
+            ad = sum(float(jnp.vdot(grads[k], d[k])) for k in params)
+            np.testing.assert_allclose(ad, fd, rtol=1e-4, atol=1e-7)
+
+
+def test_tuning_decreases_the_training_loss():
+    pairs = classical.make_training_pairs(3, patch=32, kernel_size=7, seed=0, noise=0.005)
+    params = classical.default_params(3, 1, 3)
+    options = dict(iterations=3, kernel_size=7, shifts=1)
+    before = float(classical.loss(params, jnp.asarray(pairs["blurred"]), jnp.asarray(pairs["sharp"]),
+                                  **options))
+    tuned, history = classical.tune(params, pairs, 6, 0.1, kernel_size=7, shifts=1)
+    after = float(classical.loss(tuned, jnp.asarray(pairs["blurred"]), jnp.asarray(pairs["sharp"]),
+                                 **options))
+    assert len(history) == 6 and history[0] == pytest.approx(before, rel=1e-5)
+    assert after < before - 0.1, (before, after, history)
+    assert set(tuned) == set(params) and all(tuned[k].shape == params[k].shape for k in params)
+
+
+def test_solver_output_kernel_is_a_normalised_nonnegative_kernel():
+    sharp, g, h_true = _problem(jnp.float32, n=2, hw=40, k=7)
+    params = classical.default_params(3, 2, 2)
+    u, h = classical.solve(g, params, 3, 9)
+    assert u.shape == g.shape and h.shape == (2, 9, 9)
+    assert np.all(np.isfinite(np.asarray(u)))
+    assert float(jnp.min(h)) >= 0
+    np.testing.assert_allclose(np.asarray(jnp.sum(h, axis=(1, 2))), 1.0, rtol=1e-5)
+
+
+def test_bad_arguments_raise():
+    g = jnp.zeros((1, 32, 32, 1))
+    params = classical.default_params(4, 1, 2)
+    with pytest.raises(ValueError, match="iterations"):
+        classical.solve(g, params, 5, 7)
+    with pytest.raises(ValueError, match="odd"):
+        classical.solve(g, params, 4, 8)
+    with pytest.raises(ValueError, match="keys"):
+        classical.solve(g, {k: v for k, v in params.items() if k != "mu"}, 4, 7)
+    with pytest.raises(ValueError, match="threshold"):
+        classical.solve(g, params, 4, 7, threshold="hard")
+    with pytest.raises(ValueError, match="positive"):
+        classical.default_params(4, 1, 2, theta=-1.0)
+
+
+def test_pyramid_and_kernel_resize_keep_the_centre():
+    assert classical.pyramid((255, 255), 27, 3) == [(64, 64, 7), (128, 128, 13), (255, 255, 27)]
+    h = jnp.asarray(kernels.gaussian(7, 1.0))[None]
+    up = classical._resize_kernel(h, 13, (2.0, 2.0))
+    assert float(jnp.sum(up)) == pytest.approx(1.0, rel=1e-5)
+    ys = jnp.arange(13.0)
+    assert float(jnp.sum(up[0] * ys[:, None])) == pytest.approx(6.0, abs=1e-4)
+    assert float(jnp.sum(up[0] * ys[None, :])) == pytest.approx(6.0, abs=1e-4)
+
+
+def test_lipschitz_bound_bounds_the_symmetric_blur():
+    @jax.jit
+    def norm_and_bound(h, v):  # power iteration for ||A||^2, A = symmetric-boundary blur
+        def body(_, v):
+            w = ops.blur_adjoint(ops.blur(v, h), h)
+            return w / jnp.linalg.norm(w)
+        v = jax.lax.fori_loop(0, 100, body, v)
+        return jnp.vdot(v, ops.blur_adjoint(ops.blur(v, h), h)), classical.image_lipschitz_bound(h)[0]
+
+    rng = np.random.default_rng(0)
+    corner = np.zeros((1, 9, 9), np.float32)
+    corner[0, 0, 0] = 1
+    v = jnp.asarray(rng.standard_normal((1, 40, 40, 1)), jnp.float32)
+    v = v / jnp.linalg.norm(v)
+    results = [tuple(map(float, norm_and_bound(jnp.asarray(h), v)))
+               for h in (corner, kernels.motion(9, rng)[None], kernels.gaussian(9, 1.5)[None])]
+    for norm, bound in results:
+        assert norm <= bound * (1 + 1e-4)
+    # A delta in the corner of its window: the mirrored border makes ||A||^2 = 4 (not <= 1).
+    assert results[0][0] == pytest.approx(4.0, rel=1e-3) and results[0][1] == pytest.approx(4.0)
+    assert results[2][1] == pytest.approx(1.0, abs=1e-5)  # symmetric kernel: the bound is 1
