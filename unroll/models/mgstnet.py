@@ -28,7 +28,8 @@ from unroll.models.blocks import (REDUCTION, EncoderDecoder, Keys, RCABs, as_key
 THRESHOLDS = ("gst", "soft")
 
 # Initial values of the learned scalars (see steps.py for the step-size scaling):
-#  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1, so rho = 1 is a descent step.
+#  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1 for circular/zero boundaries (rho = 1
+#    descends); the symmetric boundary can raise it to 4 for off-centre kernels (see steps.py).
 #  * mu: the kernel step uses the *mean* data term. Its curvature along zero-sum kernel directions
 #    (the sum is fixed by eq. 14, and the gradient's sum is ~0 once sum(h) = 1) is O(0.3-2) for
 #    natural 256x256 images and a 15x15 kernel, so mu = 1 is about 1/L: a safe descent step.
