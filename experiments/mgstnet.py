@@ -1,4 +1,4 @@
-"""Train, evaluate and deblur with MGSTNet.
+"""Train, evaluate and deblur with MGSTNet (or a CNN baseline: --model=madn|idc|mtwdn).
 
     python -m experiments.mgstnet --flagfile=experiments/flags/demo.flags --workdir=/tmp/demo
     python -m experiments.mgstnet --flagfile=... --workdir=DIR --mode=eval
@@ -7,6 +7,10 @@
 `train` resumes from DIR's newest checkpoint when there is one and ends with an evaluation;
 `eval` evaluates DIR's checkpoint; `deblur` writes deblurred images and estimated kernels.
 Every field of `unroll.config.Config` is a flag of the same name.
+
+Several processes (hosts, GPUs): run the same command on each with --coordinator_address,
+--num_processes and --process_id, or with --distributed under SLURM / Open MPI / a TPU slice
+(see unroll/distributed.py and the README).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from absl import app, flags, logging
 from unroll.config import Config, ConfigError
 
 HELP = {
-    "model": "network: mgstnet",
+    "model": "network: mgstnet, or a CNN baseline: madn, idc, mtwdn",
     "stages": "number of unrolled stages K",
     "scales": "scales of the image prior encoder-decoder (1-3)",
     "kernel_rcabs": "RCABs in the kernel prior G and G~",
@@ -28,7 +32,7 @@ HELP = {
     "features": "width of the image prior at full resolution",
     "kernel_features": "width of the kernel prior",
     "kernel_size": "size of the estimated (and synthesised) kernels, odd",
-    "channels": "1 (grayscale) or 3 (RGB)",
+    "channels": "image bands: 1 (grayscale), 3 (RGB) or any count for multiband TIFF",
     "threshold": "image shrinkage: gst (GST_p) or soft",
     "kernel_prox": "use the kernel proximal module KPM",
     "boundary": "boundary of the blur operator: symmetric, circular or zero",
@@ -81,7 +85,12 @@ flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval/deblur: whic
 flags.DEFINE_list("input", [], "deblur: image files, folders or glob patterns")
 flags.DEFINE_string("output_dir", "", "deblur: output folder (default WORKDIR/deblurred)")
 flags.DEFINE_bool("overwrite", False, "deblur: replace existing output files")
-flags.DEFINE_bool("distributed", False, "multi-process run: call jax.distributed.initialize()")
+flags.DEFINE_bool("distributed", False,
+                  "multi-process run: jax.distributed.initialize() with cluster auto-detection")
+flags.DEFINE_string("coordinator_address", "", "multi-process run: HOST:PORT of process 0")
+flags.DEFINE_integer("num_processes", 0, "multi-process run: number of processes")
+flags.DEFINE_integer("process_id", -1, "multi-process run: this process's index")
+flags.DEFINE_integer("cpu_devices", 0, "simulate this many CPU devices per process (testing)")
 FLAGS = flags.FLAGS
 
 
@@ -93,10 +102,14 @@ def run(argv):
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r} (flags look like --name=value)")
     config = config_from_flags().validate()
-    if FLAGS.distributed:
-        import jax
-        jax.distributed.initialize()
-    from unroll import train  # after flags: importing JAX early is fine, but keep --help fast
+    import jax
+
+    if FLAGS.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)
+    from unroll import distributed, train  # after flags: keep --help fast
+
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           auto=FLAGS.distributed)
 
     workdir = Path(FLAGS.workdir)
     if FLAGS.mode == "train":

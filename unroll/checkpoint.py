@@ -64,8 +64,8 @@ class Checkpoints:
         if saved is None:
             return
         theirs = saved.model_signature()
-        diff = [f"--{k}={v!r} (checkpoint has {theirs[k]!r})"
-                for k, v in config.model_signature().items() if theirs[k] != v]
+        diff = [f"--{k}={v!r} (checkpoint has {theirs.get(k)!r})"
+                for k, v in config.model_signature().items() if theirs.get(k) != v]
         if diff:
             raise CheckpointError(f"{self.root} holds a checkpoint of another configuration: "
                                   + ", ".join(diff) + "; use another --workdir")

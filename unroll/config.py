@@ -13,14 +13,15 @@ class ConfigError(ValueError):
     """A flag value that cannot work; the message names the flag."""
 
 
-MODELS = ("mgstnet",)
+MODELS = ("mgstnet", "madn", "idc", "mtwdn")
 THRESHOLDS = ("gst", "soft")
 BOUNDARIES = ("symmetric", "circular", "zero")
 
 
 @dataclasses.dataclass
 class Config:
-    # Model (MGSTNet, paper Section II; defaults are the paper's configuration).
+    # Model (MGSTNet, paper Section II; defaults are the paper's configuration). The CNN baselines
+    # use `features` (their first-level width), `scales` and `channels`.
     model: str = "mgstnet"
     stages: int = 3
     scales: int = 3
@@ -80,7 +81,7 @@ class Config:
         need(self.features >= 1, "features", "must be positive")
         need(self.kernel_features >= 1, "kernel_features", "must be positive")
         need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size", "must be a positive odd number")
-        need(self.channels in (1, 3), "channels", "must be 1 (grayscale) or 3 (RGB)")
+        need(self.channels >= 1, "channels", "must be >= 1 (1 grayscale, 3 RGB, any for multiband TIFF)")
         need(self.threshold in THRESHOLDS, "threshold", f"must be one of {', '.join(THRESHOLDS)}")
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
         need(self.patch_size >= self.kernel_size, "patch_size", f"must be >= --kernel_size={self.kernel_size}")
@@ -109,9 +110,11 @@ class Config:
     # Fields that define the network: a checkpoint only fits a run with the same values.
     MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
                     "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox")
+    BASELINE_FIELDS = ("model", "scales", "features", "channels")
 
     def model_signature(self) -> dict:
-        return {name: getattr(self, name) for name in self.MODEL_FIELDS}
+        names = self.MODEL_FIELDS if self.model == "mgstnet" else self.BASELINE_FIELDS
+        return {name: getattr(self, name) for name in names}
 
     def steps_per_epoch(self, num_train: int, process_count: int = 1) -> int:
         per_process = num_train // process_count

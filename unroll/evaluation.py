@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -76,7 +77,7 @@ def evaluate(predict, params, eval_set, config, task, out_dir=None, extra: dict 
         raise ValueError("the evaluation set is empty")
     summary = summarise(rows)
     summary.update(model=config.model, stages=config.stages, **(extra or {}))
-    if out_dir is not None:
+    if out_dir is not None and jax.process_index() == 0:  # every process evaluates; one writes
         write_report(Path(out_dir), summary, rows, samples)
     return summary
 

@@ -7,7 +7,10 @@ XLA inserts the gradient all-reduce. Each process feeds its own slice of the glo
 (`nnx.split` / `nnx.merge` inside), which avoids `nnx.jit`'s per-call graph traversal.
 
 A model plugs in as a `Task`: how to build it from the configuration, its loss, and how to read the
-restored image and kernel from its output. MGSTNet is the first; the CNN baselines add theirs.
+restored image and kernel from its output. MGSTNet is the first; the CNN baselines add theirs. A GAN
+(MADN) adds an `Adversarial` part: its discriminator is the model's `discriminator` attribute, and each
+train step updates the discriminator, then the generator against the updated discriminator, each with
+its own Adam.
 """
 
 from __future__ import annotations
@@ -27,15 +30,23 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from unroll import data, losses, plots
+from unroll import data, distributed, losses, plots
 from unroll.checkpoint import CheckpointError, Checkpoints
 from unroll.config import Config, ConfigError
 from unroll.evaluation import evaluate
-from unroll.models import MGSTNet
 
 
 # ----------------------------------------------------------------------------------------------------
 # Models as tasks.
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversarial:
+    """The GAN part of a task: losses on discriminator logits, and the discriminator's learning rate
+    as a multiple of the generator's (`Config.learning_rate`)."""
+    generator_loss: Callable[[Any, dict, jax.Array, Config], jax.Array]  # (out, batch, D(fake), config)
+    discriminator_loss: Callable[[jax.Array, jax.Array], jax.Array]  # (D(real), D(fake))
+    discriminator_lr_ratio: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +56,34 @@ class Task:
     image: Callable[[Any], jax.Array]  # output -> restored images [N, H, W, C]
     kernel: Callable[[Any], jax.Array | None]  # output -> estimated kernels [N, k, k] or None
     stage_images: Callable[[Any], tuple]  # output -> intermediate images, for the sample grids
+    adversarial: Adversarial | None = None
+    interpretable: bool = False  # every layer is a step of an optimisation algorithm (Table VI)
+    estimates_kernel: bool = False
 
 
 def _build_mgstnet(config: Config, rngs: nnx.Rngs):
+    from unroll.models import MGSTNet
+
     return MGSTNet(stages=config.stages, scales=config.scales, kernel_rcabs=config.kernel_rcabs,
                    image_rcabs=config.image_rcabs, channels=config.channels,
                    kernel_size=config.kernel_size, features=config.features,
                    kernel_features=config.kernel_features, boundary=config.boundary,
                    threshold=config.threshold, kernel_prox=config.kernel_prox, remat=config.remat,
                    rngs=rngs)
+
+
+def _build_baseline(name: str):
+    def build(config: Config, rngs: nnx.Rngs):
+        from unroll import models
+
+        return getattr(models, name)(channels=config.channels, features=config.features,
+                                     scales=config.scales, rngs=rngs)
+    return build
+
+
+def _cnn_task(name: str, loss, adversarial: Adversarial | None = None) -> Task:
+    return Task(build=_build_baseline(name), loss=loss, image=lambda out: out.images[-1],
+                kernel=lambda out: None, stage_images=lambda out: out.images, adversarial=adversarial)
 
 
 TASKS = {
@@ -64,8 +94,26 @@ TASKS = {
         image=lambda out: out.images[-1],
         kernel=lambda out: out.kernels[-1],
         stage_images=lambda out: out.images,
+        interpretable=True,
+        estimates_kernel=True,
     ),
+    # The CNN baselines (papers/madn.txt, idc.txt, mtwdn.txt): multi-scale outputs, coarse to fine.
+    "madn": _cnn_task(
+        "MADN",
+        loss=lambda out, batch, c: losses.madn_generator_loss(out, batch["sharp"], None),
+        adversarial=Adversarial(
+            generator_loss=lambda out, batch, d_fake, c: losses.madn_generator_loss(
+                out, batch["sharp"], d_fake),
+            discriminator_loss=lambda d_real, d_fake: losses.madn_discriminator_loss(d_real, d_fake),
+            discriminator_lr_ratio=4.0)),  # MADN: Adam 1e-4 (G) and 4e-4 (D)
+    "idc": _cnn_task("IDC", loss=lambda out, batch, c: losses.idc_loss(out, batch["sharp"])),
+    "mtwdn": _cnn_task("MTWDN", loss=lambda out, batch, c: losses.mtwdn_loss(out, batch["sharp"])),
 }
+
+
+def split_discriminator(params):
+    """(discriminator parameters, everything else) of a GAN's parameter state."""
+    return params.split(nnx.PathContains("discriminator"), ...)
 
 
 def build_model(config: Config):
@@ -83,13 +131,46 @@ def num_params(params) -> int:
 # Steps.
 
 
+@dataclasses.dataclass(frozen=True)
+class AdversarialTx:
+    """One optimiser for the generator and one for the discriminator (`init` like optax's)."""
+    generator: optax.GradientTransformation
+    discriminator: optax.GradientTransformation
+
+    def init(self, params):
+        d_params, g_params = split_discriminator(params)
+        return {"generator": self.generator.init(g_params),
+                "discriminator": self.discriminator.init(d_params)}
+
+
+def _adam(config: Config, schedule):
+    adam = optax.adam(schedule)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip else adam
+
+
 def make_optimizer(config: Config, total_steps: int, drop_step: int):
+    """Adam with the paper's piecewise-constant schedule (and clipping); a pair for GANs."""
     schedule = optax.piecewise_constant_schedule(
         config.learning_rate,
         {drop_step: config.final_learning_rate / config.learning_rate} if drop_step < total_steps else {})
-    adam = optax.adam(schedule)
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip else adam
-    return tx, schedule
+    adversarial = TASKS[config.model].adversarial
+    if adversarial is None:
+        return _adam(config, schedule), schedule
+    ratio = adversarial.discriminator_lr_ratio
+    return AdversarialTx(_adam(config, schedule),
+                         _adam(config, lambda step: ratio * schedule(step))), schedule
+
+
+def _compute(graphdef, params, inputs, config: Config):
+    """The model (bfloat16 compute if asked: parameters and loss stay float32) and its inputs."""
+    if config.bf16:
+        params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+        inputs = inputs.astype(jnp.bfloat16)
+    return nnx.merge(graphdef, params), inputs
+
+
+def _float32(tree):
+    return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
 
 def make_train_step(graphdef, config: Config, tx, mesh):
@@ -97,13 +178,8 @@ def make_train_step(graphdef, config: Config, tx, mesh):
     task = TASKS[config.model]
 
     def loss_fn(params, batch):
-        model = nnx.merge(graphdef, params)
-        inputs = batch["blurred"]
-        if config.bf16:  # bfloat16 compute, float32 parameters, loss and optimiser
-            model = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.bfloat16), params))
-            inputs = inputs.astype(jnp.bfloat16)
-        out = jax.tree.map(lambda x: x.astype(jnp.float32), model(inputs))
-        return task.loss(out, batch, config)
+        model, inputs = _compute(graphdef, params, batch["blurred"], config)
+        return task.loss(_float32(model(inputs)), batch, config)
 
     def train_step(state, batch):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
@@ -112,14 +188,72 @@ def make_train_step(graphdef, config: Config, tx, mesh):
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
+    if task.adversarial is not None:
+        train_step = _adversarial_step(graphdef, config, tx, task)
+
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     return jax.jit(train_step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
                    donate_argnums=0)
 
 
-def make_predict(graphdef):
-    """jit-compiled `(params, blurred [N, H, W, C]) -> model output` (recompiles per image size)."""
-    return jax.jit(lambda params, g: nnx.merge(graphdef, params)(g))
+def _adversarial_step(graphdef, config: Config, tx: AdversarialTx, task: Task):
+    """Alternating GAN update: the discriminator on (real, generated), then the generator against the
+    updated discriminator. The generator runs forward once: its vjp is kept for the second update."""
+    adversarial = task.adversarial
+
+    def discriminate(g_params, d_params, images):
+        model, images = _compute(graphdef, nnx.State.merge(g_params, d_params), images, config)
+        return model.discriminator(images).astype(jnp.float32)
+
+    def train_step(state, batch):
+        d_params, g_params = split_discriminator(state["params"])
+
+        def generate(g):
+            model, inputs = _compute(graphdef, nnx.State.merge(g, d_params), batch["blurred"], config)
+            return _float32(model(inputs))
+
+        out, pullback = jax.vjp(generate, g_params)
+        fake = jax.lax.stop_gradient(task.image(out))
+
+        def d_loss_fn(d):
+            return adversarial.discriminator_loss(discriminate(g_params, d, batch["sharp"]),
+                                                  discriminate(g_params, d, fake))
+
+        d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_params)
+        d_updates, d_opt = tx.discriminator.update(d_grads, state["opt_state"]["discriminator"], d_params)
+        d_params = optax.apply_updates(d_params, d_updates)
+
+        def g_loss_fn(out):
+            return adversarial.generator_loss(out, batch, discriminate(g_params, d_params,
+                                                                       task.image(out)), config)
+
+        g_loss, out_grads = jax.value_and_grad(g_loss_fn)(out)
+        (g_grads,) = pullback(out_grads)
+        g_updates, g_opt = tx.generator.update(g_grads, state["opt_state"]["generator"], g_params)
+        g_params = optax.apply_updates(g_params, g_updates)
+        metrics = {"loss": g_loss, "discriminator_loss": d_loss, "grad_norm": optax.tree.norm(g_grads)}
+        return {"params": nnx.State.merge(g_params, d_params),
+                "opt_state": {"generator": g_opt, "discriminator": d_opt},
+                "step": state["step"] + 1}, metrics
+
+    return train_step
+
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(train_step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+
+
+def make_predict(graphdef, bf16: bool = False):
+    """jit-compiled `(params, blurred [N, H, W, C]) -> model output` (recompiles per image size).
+
+    Give it `distributed.local_copy(params)`: prediction runs on one local device per process.
+    """
+    def predict(params, g):
+        if bf16:
+            params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+            return _float32(nnx.merge(graphdef, params)(g.astype(jnp.bfloat16)))
+        return nnx.merge(graphdef, params)(g)
+    return jax.jit(predict)
 
 
 def make_mesh(devices=None):
@@ -234,11 +368,12 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         train_iter.set_state(data_state)
         print(f"resuming from step {step} in {checkpoints.root}", file=sys.stderr)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    if distributed.is_primary():
+        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
 
     task = TASKS[config.model]
     train_step = make_train_step(graphdef, config, tx, mesh)
-    predict = make_predict(graphdef)
+    predict = make_predict(graphdef, config.bf16)
     log = ScalarLog(workdir)
     step = int(state["step"])
     progress = Progress(total_steps, step)
@@ -254,23 +389,26 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower --learning_rate "
                                          "or set --grad_clip")
             rate = images / (time.perf_counter() - t_last)
+            extra = {k: float(v) for k, v in metrics.items() if k not in ("loss", "grad_norm")}
             log.write(step, loss=loss, grad_norm=float(metrics["grad_norm"]),
-                      learning_rate=float(schedule(step - 1)), images_per_s=rate)
+                      learning_rate=float(schedule(step - 1)), images_per_s=rate, **extra)
             progress.update(step, loss, rate, force=True)
             t_last, images = time.perf_counter(), 0
         evaluated = None
         if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-            evaluated = evaluate(predict, state["params"], eval_set, config, task)
+            evaluated = evaluate(predict, distributed.local_copy(state["params"]), eval_set, config,
+                                 task)
             log.write(step, **{f"eval_{k}": evaluated[k] for k in ("psnr", "ssim", "rmse")})
         if step % config.save_every == 0 or step == total_steps or evaluated is not None:
             checkpoints.save(step, state, train_iter.get_state(), config, metrics=evaluated)
 
-    results = evaluate(predict, state["params"], eval_set, config, task, out_dir=workdir,
-                       extra={"num_params": num_params(state["params"]), "step": step})
+    results = evaluate(predict, distributed.local_copy(state["params"]), eval_set, config, task,
+                       out_dir=workdir, extra={"num_params": num_params(state["params"]), "step": step})
     checkpoints.save(step, state, train_iter.get_state(), config, metrics=results)
     log.write(step, **{f"eval_{k}": results[k] for k in ("psnr", "ssim", "rmse")})
     log.close()
-    plots.training_curves(workdir / "log.jsonl", workdir / "training_curves.png")
+    if distributed.is_primary():
+        plots.training_curves(workdir / "log.jsonl", workdir / "training_curves.png")
     return results
 
 
@@ -300,7 +438,8 @@ def restore_params(config: Config, workdir, which: str = "latest"):
 def evaluate_checkpoint(config: Config, workdir, which: str = "latest") -> dict:
     config.validate()
     graphdef, params, step = restore_params(config, workdir, which)
-    return evaluate(make_predict(graphdef), params, make_eval_set(config), config, TASKS[config.model],
+    return evaluate(make_predict(graphdef, config.bf16), distributed.local_copy(params),
+                    make_eval_set(config), config, TASKS[config.model],
                     out_dir=Path(workdir), extra={"num_params": num_params(params), "step": step})
 
 
