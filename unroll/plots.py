@@ -54,17 +54,38 @@ def psnr_boxplot(path, groups: dict):
     plt.close(fig)
 
 
-def training_curves(log_path, path):
-    """Loss and evaluation PSNR against step, from a JSONL scalar log (last value per step wins)."""
+def read_log(log_path) -> dict[str, dict[int, float]]:
+    """Scalar series {name: {step: value}} of a JSONL log (last value per step wins; {} if absent)."""
     log_path = Path(log_path)
-    if not log_path.exists():
-        return
     series: dict[str, dict[int, float]] = {}
+    if not log_path.exists():
+        return series
     for line in log_path.read_text().splitlines():
         entry = json.loads(line)
         for k, v in entry.items():
             if k != "step" and isinstance(v, (int, float)):
                 series.setdefault(k, {})[entry["step"]] = v
+    return series
+
+
+def convergence(path, curves: dict, title: str = "", ylabel: str = "PSNR (dB)"):
+    """One curve per variant: {label: {step: value}} (the paper's Fig. 2)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for label, points in curves.items():
+        steps = sorted(points)
+        ax.plot(steps, [points[s] for s in steps], marker=".", label=str(label))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(log_path, path):
+    """Loss and evaluation PSNR against step, from a JSONL scalar log (last value per step wins)."""
+    series = read_log(log_path)
     panels = [k for k in ("loss", "eval_psnr") if k in series]
     if not panels:
         return
