@@ -167,26 +167,6 @@ def compile_seconds(config: Config, stage_counts, remat_modes=(False, True)) -> 
 # Running and reporting.
 
 
-def run_variant(name: str, config: Config, workdir: Path) -> dict:
-    """Train and evaluate one variant in `workdir` (resuming), or reuse a finished run's metrics."""
-    from unroll import data, train
-
-    metrics_path = workdir / "metrics.json"
-    total, _ = config.schedule(len(data.open_source(config.train_dir or None,
-                                                    channels=config.channels)))
-    if metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
-        if done.get("step") == total:
-            print(f"{name}: finished earlier, reusing {metrics_path}", file=sys.stderr)
-            return done
-    print(f"{name}: training {total} steps in {workdir}", file=sys.stderr)
-    t0 = time.perf_counter()
-    results = train.train_and_evaluate(config, workdir)
-    results["train_seconds"] = round(time.perf_counter() - t0, 1)
-    metrics_path.write_text(json.dumps(results, indent=1))
-    return results
-
-
 COLUMNS = ("variant", "axis", "value", "num_params", "psnr", "ssim", "rmse", "psnr_input",
            "ssim_input", "kernel_mnc", "s_kernel_mnc", "s_kernel_mse", "s_kernel_rmse",
            "h_kernel_mnc", "h_kernel_mse", "h_kernel_rmse", "step", "train_seconds")
@@ -260,6 +240,8 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
     """Run every variant (resuming), then write the CSV, the Markdown tables and the plots."""
     import jax
 
+    from unroll import train
+
     workdir = Path(workdir)
     variants = make_variants(base, sweeps)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -277,7 +259,7 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
         if config.eval_every == 0:  # convergence curves need evaluations during training
             total, _ = config.schedule(1)
             config = dataclasses.replace(config, eval_every=max(1, total // 5))
-        results = run_variant(name, config, workdir / name)
+        results = train.finished_or_train(config, workdir / name, name)
         row = {"variant": name, "axis": axis, "value": value, **results}
         row.update(kernel_table(config, workdir / name))
         rows.append(row)

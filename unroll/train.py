@@ -412,6 +412,30 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
     return results
 
 
+def finished_or_train(config: Config, workdir, name: str = "") -> dict:
+    """The metrics of `workdir`'s finished run of `config`, or train (resuming) and evaluate it.
+
+    For sweeps and comparisons: rerunning the command after a kill only redoes unfinished runs.
+    """
+    workdir = Path(workdir)
+    name = name or str(workdir)
+    metrics_path = workdir / "metrics.json"
+    total, _ = config.schedule(len(data.open_source(config.train_dir or None, channels=config.channels)),
+                               jax.process_count())
+    if metrics_path.exists():
+        done = json.loads(metrics_path.read_text())
+        if done.get("step") == total and done.get("train_seconds") is not None:
+            print(f"{name}: finished earlier, reusing {metrics_path}", file=sys.stderr)
+            return done
+    print(f"{name}: training {total} steps in {workdir}", file=sys.stderr)
+    t0 = time.perf_counter()
+    results = train_and_evaluate(config, workdir)
+    results["train_seconds"] = round(time.perf_counter() - t0, 1)
+    if distributed.is_primary():
+        metrics_path.write_text(json.dumps(results, indent=1))
+    return results
+
+
 def make_eval_set(config: Config):
     return data.make_eval_dataset(
         config.test_dir or None, kernel_size=config.kernel_size,
