@@ -22,7 +22,6 @@ import csv
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -120,49 +119,6 @@ def kernel_table(config: Config, workdir: Path) -> dict:
             for which, values in rows.items() if values for k in values[0]}
 
 
-def compile_seconds(config: Config, stage_counts, remat_modes=(False, True)) -> list[dict]:
-    """Seconds to compile one train step (lower + XLA compile) per stage count, cache off.
-
-    With remat the stages run as a `lax.scan` over one compiled stage body, so the compile time should
-    stay nearly flat in the stage count; a Python loop over stages grows with it.
-    """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from unroll import train
-
-    mesh = train.make_mesh()
-    batch = {"blurred": np.zeros((config.batch_size, config.patch_size, config.patch_size,
-                                  config.channels), np.float32)}
-    batch["sharp"] = batch["blurred"]
-    batch = train.global_batch(batch, mesh)
-    rows = []
-    cache = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    try:
-        for remat in remat_modes:
-            for stages in stage_counts:
-                c = dataclasses.replace(config, stages=stages, remat=remat)
-                graphdef, params = train.build_model(c)
-                tx, _ = train.make_optimizer(c, 10, 10)
-                state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                                        "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
-                step = train.make_train_step(graphdef, c, tx, mesh)
-                t0 = time.perf_counter()
-                lowered = step.lower(state, batch)
-                t1 = time.perf_counter()
-                lowered.compile()
-                t2 = time.perf_counter()
-                rows.append({"stages": stages, "remat": remat, "trace_lower_s": round(t1 - t0, 3),
-                             "compile_s": round(t2 - t1, 3)})
-                print(f"compile: stages {stages} remat {remat}: {t2 - t0:.1f} s", file=sys.stderr)
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cache)
-    return rows
-
-
 # ----------------------------------------------------------------------------------------------------
 # Running and reporting.
 
@@ -251,6 +207,8 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
 
     if compile_stages is None:
         compile_stages = sweeps.get("stages", [1, 2, 3])
+    from benchmarks.compile import compile_seconds
+
     compile_rows = compile_seconds(base, sorted(set(compile_stages))) if compile_stages else []
     write_csv(workdir / "compile.csv", compile_rows, ("stages", "remat", "trace_lower_s", "compile_s"))
 
