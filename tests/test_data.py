@@ -448,3 +448,84 @@ def test_missing_kernel_and_size_mismatch(tmp_path):
     _png(root / "sharp" / "b.png", np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(DataError, match="b.png"):
         data.PairedFolder(root)
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-band TIFF rasters.
+
+
+def _bands_tiff(path, bands, planar=False, dtype=np.uint16, seed=0, **kw):
+    arr = np.random.default_rng(seed).integers(0, 1000, (12, 14, bands)).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, np.moveaxis(arr, -1, 0) if planar else arr,
+                     planarconfig="separate" if planar else "contig", **kw)
+    return arr
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_multiband_tiff_loads_with_its_band_count(tmp_path, planar):
+    arr = _bands_tiff(tmp_path / "ms.tif", 5, planar, photometric="minisblack")
+    np.testing.assert_allclose(data.load_image(tmp_path / "ms.tif", channels=5), arr / 65535.0,
+                               atol=1e-7)
+    info = data.image_info(tmp_path / "ms.tif")
+    assert (info.height, info.width, info.bands, info.alpha) == (12, 14, 5, False)
+
+
+def test_band_count_mismatch_is_one_line_naming_file_and_counts(tmp_path):
+    _bands_tiff(tmp_path / "ms.tif", 5, photometric="minisblack")
+    for channels in (1, 3, 4):
+        with pytest.raises(DataError) as err:
+            data.load_image(tmp_path / "ms.tif", channels=channels)
+        message = str(err.value)
+        assert "ms.tif" in message and "5 bands" in message and f"{channels} channel" in message
+        assert "\n" not in message
+    # Four bands: alpha (declared in ExtraSamples) is dropped; RGB + near infrared is not alpha.
+    rgba = _bands_tiff(tmp_path / "rgba.tif", 4, dtype=np.uint8, photometric="rgb",
+                       extrasamples=["unassalpha"])
+    np.testing.assert_allclose(data.load_image(tmp_path / "rgba.tif"), rgba[..., :3] / 255.0,
+                               atol=1e-7)
+    _bands_tiff(tmp_path / "rgbn.tif", 4, dtype=np.uint8, photometric="rgb",
+                extrasamples=["unspecified"])
+    with pytest.raises(DataError, match="rgbn.tif has 4 bands but 3"):
+        data.load_image(tmp_path / "rgbn.tif")
+    assert data.load_image(tmp_path / "rgbn.tif", channels=4).shape == (12, 14, 4)
+    with pytest.raises(ValueError, match="channels"):
+        data.load_image(tmp_path / "rgbn.tif", channels=0)
+
+
+def test_sources_check_band_counts_from_headers(tmp_path):
+    root = tmp_path / "scenes"
+    for i in range(3):
+        _bands_tiff(root / f"s{i}.tif", 5, planar=i == 1, seed=i, photometric="minisblack")
+    src = data.ImageFolder(root, channels=5)
+    assert src[0]["image"].shape == (12, 14, 5)
+    _bands_tiff(root / "rgb.tif", 3, photometric="rgb")
+    with pytest.raises(DataError, match="rgb.tif has 3 bands but 5"):
+        data.ImageFolder(root, channels=5)  # at construction, not at the first access
+    with pytest.warns(data.DataWarning, match="rgb.tif"):
+        assert len(data.ImageFolder(root, channels=5, skip_bad=True)) == 3
+    (root / "rgb.tif").unlink()
+    ev = data.make_eval_dataset(str(root), channels=5, kernel_size=5, seed=1)
+    example = ev[0]
+    assert example["blurred"].shape == example["sharp"].shape == (12, 14, 5)
+    np.testing.assert_allclose(example["blurred"], data.blur_host(example["sharp"],
+                                                                   example["kernel"]), atol=1e-6)
+    batch = next(iter(data.make_train_dataset(str(root), channels=5, patch_size=8, batch_size=2,
+                                              kernel_size=5, process_index=0, process_count=1)))
+    assert batch["sharp"].shape == (2, 8, 8, 5)
+
+
+def test_paired_multiband_and_signed_tiffs(tmp_path):
+    root = tmp_path / "pairs"
+    _bands_tiff(root / "blur" / "a.tif", 4, photometric="minisblack")
+    _bands_tiff(root / "sharp" / "a.tif", 4, seed=1, photometric="minisblack")
+    assert data.PairedFolder(root, channels=4)[0]["blurred"].shape == (12, 14, 4)
+    with pytest.raises(DataError, match="a.tif has 4 bands"):
+        data.PairedFolder(root, channels=3)
+    signed = np.array([[-32768, 0, 32767]], np.int16)
+    tifffile.imwrite(tmp_path / "s.tif", signed)
+    np.testing.assert_allclose(data.load_image(tmp_path / "s.tif", 1)[0, :, 0],
+                               (signed[0] + 32768.0) / 65535.0, atol=1e-7)
+    x = np.random.default_rng(0).random((6, 7, 5), dtype=np.float32)
+    data.save_image(tmp_path / "x5.tif", x)
+    np.testing.assert_allclose(data.load_image(tmp_path / "x5.tif", 5), x, atol=0.5 / 65535 + 1e-6)

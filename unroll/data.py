@@ -14,11 +14,17 @@ Sources (random-access, `len` and `[i]`, usable by `grain.MapDataset.source`):
       test (3):   chelsea, coins, moon.
     camera, brick, grass, gravel, coins and moon are grayscale; with `channels=3` they are replicated.
 
-Decoding (`load_image`): TIFF with tifffile, everything else with Pillow; uint8 / 255, uint16 / 65535
-(other unsigned ints by their maximum), floats kept as they are (must lie in [0, 1]). RGBA and
-gray+alpha: the alpha channel is dropped, not composited (compositing would invent a background
-colour that the scene never had). `channels=3`: gray is replicated; `channels=1`: RGB becomes BT.601
-luminance 0.299 R + 0.587 G + 0.114 B. EXIF orientation is ignored (pixels are used as stored, so
+Decoding (`load_image`): TIFF with tifffile (through `unroll.raster.read_tiff_array`), everything
+else with Pillow; uint8 / 255, uint16 / 65535 (other unsigned ints by their maximum), int8 / int16 by
+their dtype range ((x - min) / (max - min), as `unroll.raster`'s "dtype" scaling), floats kept as
+they are (must lie in [0, 1]). Bands: `channels` may be any count C >= 1 (1 gray and 3 RGB are the
+usual; TIFF rasters may hold any number of bands, planar or interleaved). A file with exactly C bands
+is used as is. Otherwise only these conversions exist: an alpha band (Pillow's LA / RGBA, a TIFF
+ExtraSamples alpha) is dropped, not composited (compositing would invent a background colour that
+the scene never had); then, for C = 3, gray is replicated and for C = 1, RGB becomes BT.601 luminance
+0.299 R + 0.587 G + 0.114 B. Any other band count (a 5-band scene for an RGB model, RGB + NIR without
+an alpha declaration, ...) is a `DataError` naming the file and both counts; the sources check it
+from the headers when they are built. EXIF orientation is ignored (pixels are used as stored, so
 header sizes and decoded arrays always agree).
 
 Degradation `g = h * u + n` (paper eq. 1), computed on the host in numpy (`blur_host`, the same
@@ -54,6 +60,7 @@ from PIL import Image
 from scipy.signal import fftconvolve
 
 from unroll import kernels as _kernels
+from unroll import raster as _raster
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -91,27 +98,79 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_channels(channels: int):
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError(f"channels must be a positive integer (1 gray, 3 RGB), got {channels!r}")
 
 
 def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in _TIFF_SUFFIXES
 
 
-def image_size(path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What a file's header says: size, and the bands `load_image` decodes (last one alpha?)."""
+
+    height: int
+    width: int
+    bands: int
+    alpha: bool
+
+
+def image_info(path) -> ImageInfo:
+    """Size and band count from the file header, without decoding the pixels."""
     path = Path(path)
     try:
         if _is_tiff(path):
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.imagelength), int(page.imagewidth)
+                return _tiff_info(path, tif.pages.first)
         with Image.open(path) as im:
             width, height = im.size
-            return int(height), int(width)
+            return ImageInfo(int(height), int(width), *_pillow_bands(im))
     except Exception as exc:  # noqa: BLE001 - any reader failure means an unusable file
         raise DataError(f"cannot read image header of {path}: {_first_line(exc)}") from exc
+
+
+def image_size(path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    info = image_info(path)
+    return info.height, info.width
+
+
+# Pillow modes: (bands after decoding, whether the last band is alpha).
+_PILLOW_BANDS = {"1": (1, False), "L": (1, False), "I": (1, False), "F": (1, False),
+                 "LA": (2, True), "PA": (4, True), "RGBA": (4, True)}
+
+
+def _pillow_bands(im) -> tuple[int, bool]:
+    mode = im.mode
+    if mode == "P":
+        return (4, True) if "transparency" in im.info else (3, False)
+    if mode.startswith("I;16"):
+        return 1, False
+    return _PILLOW_BANDS.get(mode, (3, False))  # RGB, and CMYK / YCbCr / ... converted to RGB
+
+
+def _tiff_info(path: Path, page) -> ImageInfo:
+    height, width = int(page.imagelength), int(page.imagewidth)
+    photometric = page.photometric
+    if photometric == tifffile.PHOTOMETRIC.PALETTE:
+        return ImageInfo(height, width, 3, False)
+    if photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE,
+                           tifffile.PHOTOMETRIC.RGB):
+        with Image.open(path) as im:  # decoded by Pillow
+            return ImageInfo(height, width, *_pillow_bands(im))
+    alpha = bool(page.extrasamples) and int(page.extrasamples[-1]) in (1, 2)
+    return ImageInfo(height, width, int(page.samplesperpixel), alpha)
+
+
+def check_bands(path: Path, bands: int, alpha: bool, channels: int):
+    """DataError unless `to_channels` can turn `bands` into `channels` (see the module doc)."""
+    color = bands - 1 if alpha else bands
+    if bands == channels or color == channels or (color in (1, 3) and channels in (1, 3)):
+        return
+    what = f"{bands} bands" + (" (the last is alpha)" if alpha else "")
+    raise DataError(f"{path} has {what} but {channels} channel(s) were requested "
+                    "(only gray, RGB and alpha convert)")
 
 
 def _pillow_pixels(path: Path) -> np.ndarray:
@@ -131,20 +190,23 @@ def _pillow_pixels(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def _tiff_pixels(path: Path) -> np.ndarray:
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]  # multi-page files: the first page is the image
-        photometric = page.photometric
-        arr = page.asarray()
-        if arr.ndim == 3 and page.axes.startswith("S"):  # planar storage: samples first
-            arr = np.moveaxis(arr, 0, -1)
-        if photometric == tifffile.PHOTOMETRIC.PALETTE:
-            return np.moveaxis(page.colormap[:, arr], 0, -1)  # uint16 RGB
+def _tiff_pixels(path: Path) -> tuple[np.ndarray, bool]:
+    """`[H, W, bands]` samples of the first page (multi-page files: the first page is the image)
+    and whether the last band is alpha."""
+    arr, info = _raster.read_tiff_array(path)
+    photometric = info.photometric
+    if info.colormap is not None:
+        return np.moveaxis(info.colormap[:, arr[..., 0]], 0, -1), False  # uint16 RGB
     if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
         arr = (np.iinfo(arr.dtype).max - arr) if arr.dtype.kind == "u" else 1.0 - arr
     elif photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
-        return _pillow_pixels(path)  # CMYK, YCbCr, ...: let Pillow convert to RGB
-    return arr
+        return _with_alpha(_pillow_pixels(path))  # CMYK, YCbCr, ...: let Pillow convert to RGB
+    return arr, info.alpha
+
+
+def _with_alpha(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Pillow arrays: 2 bands are gray + alpha (LA), 4 are RGBA."""
+    return arr, arr.ndim == 3 and arr.shape[-1] in (2, 4)
 
 
 def _to_float(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -154,6 +216,9 @@ def _to_float(arr: np.ndarray, path: Path) -> np.ndarray:
         return arr.astype(np.float32)
     if kind == "u":
         return (arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)).astype(np.float32)
+    if kind == "i" and arr.dtype.itemsize <= 2:  # int8 / int16: the dtype's range onto [0, 1]
+        info = np.iinfo(arr.dtype)
+        return ((arr.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32)
     if kind == "f":
         arr = arr.astype(np.float32)
         if not np.all(np.isfinite(arr)):
@@ -165,13 +230,16 @@ def _to_float(arr: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: unsupported pixel type {arr.dtype}")
 
 
-def _to_channels(img: np.ndarray, channels: int, path: Path) -> np.ndarray:
-    """[H, W] or [H, W, C] -> [H, W, channels]: drop alpha, replicate gray, or take luminance."""
+def to_channels(img: np.ndarray, channels: int, path: Path, alpha: bool) -> np.ndarray:
+    """[H, W] or [H, W, B] -> [H, W, channels]: as is, or drop alpha, replicate gray, luminance."""
     if img.ndim == 2:
         img = img[:, :, None]
-    if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
+    if img.ndim != 3:
         raise DataError(f"{path}: unsupported image shape {img.shape}")
-    img = img[:, :, :1] if img.shape[-1] <= 2 else img[:, :, :3]  # drop alpha (gray+A, RGBA)
+    bands = img.shape[-1]
+    check_bands(path, bands, alpha, channels)
+    if bands != channels and alpha:
+        img = img[:, :, :-1]
     if img.shape[-1] == channels:
         return np.ascontiguousarray(img, np.float32)
     if channels == 3:
@@ -186,25 +254,28 @@ def load_image(path, channels: int = 3) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"image file {path} does not exist")
     try:
-        raw = _tiff_pixels(path) if _is_tiff(path) else _pillow_pixels(path)
+        raw, alpha = _tiff_pixels(path) if _is_tiff(path) else _with_alpha(_pillow_pixels(path))
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt data surfaces as many types
         raise DataError(f"cannot decode image {path}: {_first_line(exc)}") from exc
-    return _to_channels(_to_float(raw, path), channels, path)
+    return to_channels(_to_float(raw, path), channels, path, alpha)
 
 
 def save_image(path, array) -> None:
     """Write `[H, W]`, `[H, W, 1]` or `[H, W, 3]` values in [0, 1] (clipped): PNG/JPEG as 8-bit,
-    TIFF as 16-bit. Parent folders are created."""
+    TIFF as 16-bit (TIFF also takes `[H, W, C]` for any C: interleaved gray bands). Parent folders
+    are created. (`unroll.raster.write_raster` keeps a source TIFF's dtype, range and tags.)"""
     path = Path(path)
     arr = np.asarray(array, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[:, :, 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise ValueError(f"save_image expects [H, W], [H, W, 1] or [H, W, 3], got {arr.shape}")
+    multiband = arr.ndim == 3 and arr.shape[-1] not in (1, 3) and path.suffix.lower() in _TIFF_SUFFIXES
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3) or multiband):
+        raise ValueError(f"save_image expects [H, W], [H, W, 1] or [H, W, 3] (any [H, W, C] for "
+                         f"TIFF), got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"save_image: non-finite values in the image for {path}")
     arr = np.clip(arr, 0.0, 1.0)
@@ -212,7 +283,9 @@ def save_image(path, array) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in _TIFF_SUFFIXES:
         data = np.round(arr * 65535).astype(np.uint16)
-        tifffile.imwrite(path, data, photometric="rgb" if arr.ndim == 3 else "minisblack")
+        rgb = arr.ndim == 3 and arr.shape[-1] == 3
+        tifffile.imwrite(path, data, photometric="rgb" if rgb else "minisblack",
+                         planarconfig="contig" if arr.ndim == 3 else None)
     elif suffix in (".png", ".jpg", ".jpeg"):
         data = np.round(arr * 255).astype(np.uint8)
         Image.fromarray(data).save(path, **({"quality": 95} if suffix != ".png" else {}))
@@ -249,6 +322,13 @@ def _scan(root: Path, what: str) -> list[str]:
         detail = "it is empty" if others == 0 else f"only {others} other file(s)"
         raise DataError(f"no PNG/JPEG/TIFF images in {what} {root} ({detail})")
     return sorted(found)
+
+
+def _header_size(path: Path, channels: int) -> tuple[int, int]:
+    """(H, W) from the header, after checking that its bands convert to `channels`."""
+    info = image_info(path)
+    check_bands(path, info.bands, info.alpha, channels)
+    return info.height, info.width
 
 
 def _stem(relpath: str) -> str:
@@ -365,7 +445,7 @@ class ImageFolder(_Source):
             try:
                 if not path.is_file():
                     raise DataError(f"image file {path} does not exist")
-                size = image_size(path)
+                size = _header_size(path, channels)
             except DataError as exc:
                 _problem(str(exc), skip_bad)
                 continue
@@ -453,7 +533,8 @@ class PairedFolder(_Source):
 
     def _entry(self, stem, blur_rel, sharp_rel, kernel_files) -> _Entry:
         blur_path, sharp_path = self.root / "blur" / blur_rel, self.root / "sharp" / sharp_rel
-        size, blur_size = image_size(sharp_path), image_size(blur_path)
+        size = _header_size(sharp_path, self.channels)
+        blur_size = _header_size(blur_path, self.channels)
         if size != blur_size:
             raise DataError(f"{blur_path} is {blur_size[0]}x{blur_size[1]} but its partner "
                             f"{sharp_path} is {size[0]}x{size[1]}")
@@ -798,7 +879,8 @@ def make_eval_dataset(source_or_dir=None, *, kernel_size: int = 15, sigma_range=
 
 __all__ = [
     "AUTO_CACHE_BYTES", "BUILTIN_TEST", "BUILTIN_TRAIN", "DataError", "DataWarning", "Degradation",
-    "EvalSet", "IMAGE_SUFFIXES", "ImageFolder", "PairedFolder", "TrainTransform", "blur_host",
-    "builtin_samples", "example_rng", "image_size", "load_image", "make_eval_dataset",
-    "make_train_dataset", "open_source", "save_image",
+    "EvalSet", "IMAGE_SUFFIXES", "ImageFolder", "ImageInfo", "PairedFolder", "TrainTransform",
+    "blur_host", "builtin_samples", "check_bands", "example_rng", "image_info", "image_size",
+    "load_image", "make_eval_dataset", "make_train_dataset", "open_source", "save_image",
+    "to_channels",
 ]

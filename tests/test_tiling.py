@@ -1,0 +1,155 @@
+"""unroll.tiling and unroll.deblur: tile layout, blending, stitched = whole image for a local model,
+per-tile and global kernels with a tiny MGSTNet, and `deblur_files` on GeoTIFFs and PNGs."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from unroll import data, deblur, tiling, train
+from unroll.config import Config
+from unroll.data import DataError
+
+TINY = Config(stages=2, scales=1, kernel_rcabs=1, image_rcabs=1, features=8, kernel_features=4,
+              kernel_size=7, channels=3)  # tiny.flags' model
+
+
+@pytest.mark.parametrize("size,tile,overlap", [(10, 32, 8), (32, 32, 8), (100, 32, 8),
+                                               (101, 32, 16), (57, 16, 0), (1000, 64, 32)])
+def test_tile_positions_cover_the_axis_inside_it(size, tile, overlap):
+    starts = tiling.tile_positions(size, tile, overlap)
+    covered = np.zeros(size, bool)
+    for a in starts:
+        covered[a:a + tile] = True
+    assert covered.all() and starts[0] == 0
+    assert all(0 <= a <= max(0, size - tile) for a in starts)
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # overlap >= requested
+    assert starts == sorted(set(starts))
+    with pytest.raises(ValueError):
+        tiling.tile_positions(size, tile, tile // 2 + 1)
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((70, 90), 32, 16), ((33, 200), 32, 12),
+                                                ((20, 45), 32, 8), ((64, 64), 16, 8)])
+def test_blending_weights_sum_to_one_and_skip_tile_borders(shape, tile, overlap):
+    total = np.zeros(shape)
+    margin = overlap // 4
+    for top, left, w in tiling.tile_weights(shape, tile, overlap):
+        total[top:top + w.shape[0], left:left + w.shape[1]] += w
+        if left > 0:  # a tile's side inside the image: its outer `margin` columns are unused
+            assert np.all(w[:, :margin] == 0)
+        if top + w.shape[0] < shape[0]:
+            assert np.all(w[w.shape[0] - margin:, :] == 0)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def _local_filter(x):
+    """A 5x5 mean with mirrored edges: receptive-field radius 2, at most overlap // 4 below."""
+    x = np.asarray(x)
+    return ndimage.uniform_filter(x, size=(1, 5, 5, 1), mode="reflect"), np.ones((1, 3, 3))
+
+
+@pytest.mark.parametrize("shape", [(70, 90, 3), (20, 90, 2), (64, 64, 1)])
+def test_stitched_local_model_equals_whole_image(shape):
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    whole = _local_filter(image[None])[0][0]
+    result = tiling.deblur_tiled(_local_filter, image, tile=32, overlap=16, progress=False)
+    np.testing.assert_allclose(result.image, whole, atol=2e-6)
+    assert result.kernels.shape == (len(result.rows), len(result.cols), 3, 3)
+    # Control: without the zero-weight margins (overlap 0: hard seams) the tile borders show.
+    seams = tiling.deblur_tiled(_local_filter, image, tile=32, overlap=0, progress=False).image
+    assert shape[1] <= 32 or np.abs(seams - whole).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A randomly initialised tiny MGSTNet, shared so its tile functions compile once."""
+    return deblur.Deblurrer(TINY, *train.build_model(TINY))
+
+
+def _periodic_halves(height=64, width=128, period=8, sigmas=(0.6, 2.5)):
+    """Left half blurred with sigmas[0], right with sigmas[1], of one texture of period 8 (circular
+    blur keeps it periodic): every tile starting on a multiple of 8 inside a half sees the same
+    pixels, so its kernel can only depend on the half's blur."""
+    rng = np.random.default_rng(1)
+    cell = rng.random((period, period, 3))
+    texture = np.tile(cell, (height // period, width // period, 1))
+    halves = [ndimage.gaussian_filter(texture, (s, s, 0), mode="wrap") for s in sigmas]
+    return np.concatenate([halves[0][:, :width // 2], halves[1][:, width // 2:]], 1).astype(np.float32)
+
+
+def test_per_tile_kernels_follow_each_half_and_global_kernel_is_one(model):
+    image = _periodic_halves()
+    restored, kernels = model.deblur(image, tile_size=32, tile_overlap=8, global_kernel=False,
+                                     progress=False)
+    assert restored.shape == image.shape and kernels.shape == (3, 5, 7, 7)  # cols 0, 24, ..., 96
+    np.testing.assert_allclose(kernels[:, 0], kernels[:, 1], atol=1e-6)  # both in the left half
+    np.testing.assert_allclose(kernels[:, 3], kernels[:, 4], atol=1e-6)  # both in the right half
+    assert np.abs(kernels[0, 0] - kernels[0, 4]).sum() > 1e-3
+    np.testing.assert_allclose(kernels.sum(axis=(-1, -2)), 1.0, atol=1e-5)
+    restored_g, kernel = model.deblur(image, 32, 8, global_kernel=True, progress=False)
+    assert restored_g.shape == image.shape and kernel.shape == (7, 7)
+    assert np.all(np.isfinite(restored_g)) and abs(kernel.sum() - 1) < 1e-5
+
+
+def test_image_path_with_the_networks_own_kernels_is_the_network(model):
+    g = jnp.asarray(_periodic_halves(32, 32))[None]  # the tile shape: already compiled
+    image, _ = model.predict(g)
+    own = model._stage_kernels(model.params, g)
+    np.testing.assert_allclose(model._image_path(model.params, g, own), image, atol=1e-6)
+    other = (jnp.full((1, 7, 7), 1 / 49),) * 2  # not the network's kernels: another output
+    assert float(jnp.abs(model._image_path(model.params, g, other) - image).max()) > 1e-4
+
+
+def _geotiff(path, arr):
+    tifffile.imwrite(path, arr, photometric="rgb", metadata=None,
+                     extratags=[(33550, 12, 3, (10.0, 10.0, 0.0), False),
+                                (34735, 3, 4, (1, 1, 0, 0), False)])
+
+
+def test_deblur_files_tiles_geotiffs_and_refuses_bad_input(tmp_path, monkeypatch, model):
+    monkeypatch.setattr(deblur, "_restore", lambda c, w, which: (model.graphdef, model.params))
+    rng = np.random.default_rng(2)
+    scene = (rng.random((48, 70, 3)) * 60000).astype(np.uint16)
+    _geotiff(tmp_path / "scene.tif", scene)
+    data.save_image(tmp_path / "photo.png", rng.random((40, 36, 3)))
+    out = tmp_path / "out"
+    written = deblur.deblur_files(TINY, tmp_path, [tmp_path / "scene.tif", tmp_path / "photo.png"],
+                                  out, tile_size=32, tile_overlap=8)
+    assert [p.name for p in written] == ["scene_deblurred.tif", "photo_deblurred.png"]
+    with tifffile.TiffFile(out / "scene_deblurred.tif") as tif:
+        page = tif.pages.first
+        assert page.dtype == np.uint16 and page.shape == (48, 70, 3)
+        assert page.tags[33550].value == (10.0, 10.0, 0.0)
+        assert page.tags[34735].value == (1, 1, 0, 0)
+    assert data.load_image(out / "photo_deblurred.png").shape == (40, 36, 3)
+    assert (out / "scene_kernel.png").exists()
+    with pytest.raises(FileExistsError, match="exists"):
+        deblur.deblur_files(TINY, tmp_path, [tmp_path / "scene.tif"], out, tile_size=32,
+                            tile_overlap=8)
+    deblur.deblur_files(TINY, tmp_path, [tmp_path / "scene.tif"], out, overwrite=True,
+                        tile_size=32, tile_overlap=8, global_kernel=True)
+
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((5, 40, 40), np.uint16),
+                     photometric="minisblack", planarconfig="separate")
+    with pytest.raises(DataError, match="five.tif has 5 bands") as err:
+        deblur.deblur_files(TINY, tmp_path, [tmp_path / "five.tif"], tmp_path / "o5")
+    assert "\n" not in str(err.value) and "--channels=3" in str(err.value)
+
+    # 8 MiB: the 300x300 host arrays (4 MiB) fit, its forward pass (30 MiB) does not.
+    monkeypatch.setattr(deblur, "available_memory", lambda: 2 ** 23)
+    big = tmp_path / "big.png"
+    data.save_image(big, np.zeros((300, 300, 3)))
+    with pytest.raises(DataError, match="--tile_size=") as err:
+        deblur.deblur_files(TINY, tmp_path, [big], tmp_path / "o6")
+    assert "big.png" in str(err.value) and not (tmp_path / "o6").exists()
+
+
+def test_memory_estimate_grows_with_pixels_and_features():
+    small, wide = deblur.forward_bytes(TINY, 100, 100), deblur.forward_bytes(
+        dataclasses.replace(TINY, features=64), 100, 100)
+    assert deblur.forward_bytes(TINY, 200, 200) == 4 * small and wide > 4 * small
+    assert deblur.suggest_tile(TINY, 2 ** 34) == 2048 and deblur.suggest_tile(TINY, 2 ** 23) == 64
