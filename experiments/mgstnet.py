@@ -85,6 +85,11 @@ flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval/deblur: whic
 flags.DEFINE_list("input", [], "deblur: image files, folders or glob patterns")
 flags.DEFINE_string("output_dir", "", "deblur: output folder (default WORKDIR/deblurred)")
 flags.DEFINE_bool("overwrite", False, "deblur: replace existing output files")
+flags.DEFINE_integer("tile_size", 0, "deblur: process in overlapping tiles of this size (0: whole "
+                     "images); each tile estimates its own kernel")
+flags.DEFINE_integer("tile_overlap", 32, "deblur: overlap between neighbouring tiles, pixels")
+flags.DEFINE_bool("global_kernel", False, "deblur with tiles: one kernel for the whole scene, "
+                  "estimated on its most textured tiles")
 flags.DEFINE_bool("distributed", False,
                   "multi-process run: jax.distributed.initialize() with cluster auto-detection")
 flags.DEFINE_string("coordinator_address", "", "multi-process run: HOST:PORT of process 0")
@@ -119,8 +124,12 @@ def run(argv):
     else:
         if not FLAGS.input:
             raise ConfigError("--mode=deblur needs --input=FILE[,FILE...] (files, folders or globs)")
-        train.deblur_files(config, workdir, FLAGS.input, FLAGS.output_dir or workdir / "deblurred",
-                           overwrite=FLAGS.overwrite)
+        from unroll import deblur
+
+        deblur.deblur_files(config, workdir, FLAGS.input, FLAGS.output_dir or workdir / "deblurred",
+                            overwrite=FLAGS.overwrite, tile_size=FLAGS.tile_size,
+                            tile_overlap=FLAGS.tile_overlap, global_kernel=FLAGS.global_kernel,
+                            which=FLAGS.checkpoint)
 
 
 def main(argv):

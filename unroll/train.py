@@ -1,4 +1,4 @@
-"""The one trainer: jit-compiled, data-parallel train steps, checkpoints, evaluation and deblurring.
+"""The one trainer: jit-compiled, data-parallel train steps, checkpoints and evaluation.
 
 Parallelism: a 1-D mesh over every device (all hosts) with axis "data"; batches are sharded on their
 leading axis (`NamedSharding(mesh, P("data"))`), parameters and optimiser state are replicated, and
@@ -465,64 +465,3 @@ def evaluate_checkpoint(config: Config, workdir, which: str = "latest") -> dict:
     return evaluate(make_predict(graphdef, config.bf16), distributed.local_copy(params),
                     make_eval_set(config), config, TASKS[config.model],
                     out_dir=Path(workdir), extra={"num_params": num_params(params), "step": step})
-
-
-def input_files(inputs) -> list[Path]:
-    """Image files named by `inputs`: files, folders (searched recursively) or glob patterns."""
-    import glob
-
-    files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES)
-            if not found:
-                raise data.DataError(f"no image files (PNG, JPEG, TIFF) in folder {path}")
-        elif path.is_file():
-            found = [path]
-        else:
-            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
-            if not found:
-                raise data.DataError(f"input {item} does not exist")
-        files.extend(found)
-    if not files:
-        raise data.DataError("no input images given (--input)")
-    return files
-
-
-def deblur_files(config: Config, workdir, inputs, output_dir, overwrite: bool = False) -> list[Path]:
-    """Deblur user images (any size, PNG/JPEG/TIFF, gray or RGB) with `workdir`'s model.
-
-    Writes `<stem>_deblurred.png` (16-bit TIFF inputs give 16-bit TIFF outputs) and
-    `<stem>_kernel.png` (the estimated kernel, scaled to its maximum) into `output_dir`; refuses to
-    overwrite existing files unless `overwrite`.
-    """
-    graphdef, params, _ = restore_params(config, workdir)
-    predict = make_predict(graphdef)
-    task = TASKS[config.model]
-    files = input_files(inputs)
-    output_dir = Path(output_dir)
-    targets = []
-    for path in files:
-        suffix = ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
-        targets.append((path, output_dir / f"{path.stem}_deblurred{suffix}",
-                        output_dir / f"{path.stem}_kernel.png"))
-    clashes = [str(t) for _, *outs in targets for t in outs if t.exists()]
-    if clashes and not overwrite:
-        raise FileExistsError(f"{clashes[0]} exists; pass --overwrite or another --output_dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, out_image, out_kernel in targets:
-        image = data.load_image(path, config.channels)
-        if min(image.shape[:2]) < config.kernel_size:
-            raise data.DataError(f"{path}: image {image.shape[0]}x{image.shape[1]} is smaller than "
-                                 f"the {config.kernel_size}x{config.kernel_size} kernel")
-        out = predict(params, jnp.asarray(image)[None])
-        restored = np.clip(np.asarray(task.image(out)[0]), 0, 1)
-        data.save_image(out_image, restored)
-        kernel = task.kernel(out)
-        if kernel is not None:
-            plots.save_kernel(out_kernel, np.asarray(kernel[0]))
-        written.append(out_image)
-        print(f"{path} -> {out_image}", file=sys.stderr)
-    return written
