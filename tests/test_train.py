@@ -171,3 +171,13 @@ def test_cli_trains_then_refuses_another_configuration(tmp_path):
     again = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur",
                  f"--input={image}", f"--output_dir={out}")
     assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+    # Tiled (each 32x32 tile estimates its kernel); a bad tile flag is a one-line error.
+    tiled = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur", f"--input={image}",
+                 f"--output_dir={tmp_path / 'tiled'}", "--tile_size=32", "--tile_overlap=8")
+    assert tiled.returncode == 0, tiled.stderr
+    assert data.load_image(tmp_path / "tiled" / "photo_deblurred.png").shape == (41, 37, 3)
+    bad = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur", f"--input={image}",
+               f"--output_dir={tmp_path / 'bad'}", "--tile_size=32", "--tile_overlap=40")
+    assert bad.returncode != 0 and "--tile_overlap" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
