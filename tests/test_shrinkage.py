@@ -102,3 +102,119 @@ def test_gst_is_odd_and_shrinks():
     x = gst(y, 0.4, 0.5)
     np.testing.assert_allclose(np.asarray(x), -np.asarray(gst(-y, 0.4, 0.5)), atol=1e-6)
     assert np.all(np.abs(np.asarray(x)) <= np.abs(np.asarray(y)) + 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# gst_implicit: derivatives of the exact prox by the implicit function theorem.
+
+from unroll.shrinkage import gst_implicit  # noqa: E402
+
+
+def _elementwise_derivatives(fn, y, theta, p, iterations, delta):
+    """dx/dy, dx/dtheta, dx/dp per element (theta and p broadcast to y's shape)."""
+    theta, p = jnp.broadcast_to(theta, y.shape), jnp.broadcast_to(p, y.shape)
+    return jax.grad(lambda *a: jnp.sum(fn(*a, iterations, delta)), argnums=(0, 1, 2))(y, theta, p)
+
+
+def _rows(pairs, samples):
+    """theta, p `[len(pairs), 1]` (float64) and y `[len(pairs), samples]` ~ N(0, (2 tau)^2)."""
+    theta = jnp.asarray([[t] for t, _ in pairs], jnp.float64)
+    p = jnp.asarray([[q] for _, q in pairs], jnp.float64)
+    z = np.random.default_rng(0).normal(size=(len(pairs), samples))
+    return jnp.asarray(z) * 2 * gst_threshold(theta, p), theta, p
+
+
+def _row_errors(a, ref):
+    return np.asarray(jnp.linalg.norm(a - ref, axis=1) / jnp.linalg.norm(ref, axis=1))
+
+
+@jax.jit
+def _converged_and_three_steps(y, theta, p):
+    """Derivatives of (unrolled, implicit) x (60 steps, 3 steps), delta = 0, and the 60-step values."""
+    return ([_elementwise_derivatives(fn, y, theta, p, n, 0.0)
+             for n in (60, 3) for fn in (gst, gst_implicit)],
+            gst(y, theta, p, 60, 0.0), gst_implicit(y, theta, p, 60, 0.0))
+
+
+def test_implicit_gradient_equals_unrolled_when_converged():
+    """Unrolling 60 fixed-point steps (contraction <= p/2 each) converges to the exact prox's
+    derivatives (delta = 0)."""
+    with jax.enable_x64(True):
+        y, theta, p = _rows([(0.3, 0.6), (0.05, 0.2), (1.0, 0.9)], 200)
+        (unrolled, implicit, three, three_implicit), x, x_implicit = _converged_and_three_steps(
+            y, theta, p)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(x_implicit))
+        for u, i in zip(unrolled, implicit):
+            np.testing.assert_allclose(np.asarray(i), np.asarray(u), rtol=1e-9, atol=1e-12)
+        # Three unrolled steps are measurably off; the implicit derivative at the 3-step value less so.
+        err = [_row_errors(a, u) for a, u in zip(three, unrolled)]
+        err_implicit = [_row_errors(a, u) for a, u in zip(three_implicit, unrolled)]
+        for e, f in zip(err_implicit, err):
+            assert np.all(f > 1e-4) and np.all(e < 0.5 * f), (err, err_implicit)
+
+
+def test_implicit_gradient_matches_finite_differences_of_converged_prox():
+    """Per-channel theta and p (broadcast, so their cotangents are summed) against central
+    differences of the converged exact prox (200 steps, delta = 0) in float64."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        theta = jnp.asarray([0.2, 0.5, 0.05])
+        p = jnp.asarray([0.3, 0.7, 0.95])
+        y = jnp.asarray(rng.normal(0, 1.5, (4, 5, 3)))
+        w = jnp.asarray(rng.normal(size=y.shape))
+
+        def loss(fn, iterations):
+            return lambda y, t, q: jnp.sum(w * jnp.sin(fn(y, t, q, iterations, 0.0)))
+
+        grads = jax.jit(jax.grad(loss(gst_implicit, 200), argnums=(0, 1, 2)))(y, theta, p)
+        assert [g.shape for g in grads] == [y.shape, theta.shape, p.shape]
+        exact = jax.jit(loss(gst, 200))
+        args, step = [y, theta, p], 1e-6
+        for i, g in enumerate(grads):
+            fd = np.zeros(args[i].shape)
+            for j in np.ndindex(args[i].shape):
+                plus, minus = list(args), list(args)
+                plus[i] = args[i].at[j].add(step)
+                minus[i] = args[i].at[j].add(-step)
+                fd[j] = (exact(*plus) - exact(*minus)) / (2 * step)
+            np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_implicit_slope_at_the_threshold_is_one_over_one_minus_half_p():
+    """At |y| -> tau+ the root is S_tau = (2 theta (1-p))^(1/(2-p)) and F_S = 1 - p/2 (eq. I2)."""
+    with jax.enable_x64(True):
+        theta, p = jnp.float64(0.4), jnp.asarray([0.1, 0.5, 0.9])
+        y = gst_threshold(theta, p) * (1 + 1e-10) * jnp.asarray([1.0, -1.0, 1.0])
+        x = gst_implicit(y, theta, p, 80, 0.0)
+        s_tau = (2 * 0.4 * (1 - np.asarray(p))) ** (1 / (2 - np.asarray(p)))
+        np.testing.assert_allclose(np.abs(np.asarray(x)), s_tau, rtol=1e-6)
+        d_y = jax.grad(lambda y: jnp.sum(gst_implicit(y, theta, p, 80, 0.0)))(y)
+        np.testing.assert_allclose(np.asarray(d_y), 1 / (1 - np.asarray(p) / 2), rtol=1e-5)
+
+
+def test_implicit_gradients_finite_everywhere():
+    """Every (theta, p) of the unrolled operator's test grid at once: y = 0, +-tau, just above tau,
+    denormal-small and large, float32."""
+    grid = [(t, q) for t in (1e-12, 1e-3, 0.5, 3.0) for q in (1e-6, 0.01, 0.5, 0.99, 0.999999, 1.0)]
+    theta = jnp.asarray([[t] for t, _ in grid], jnp.float32)
+    p = jnp.asarray([[q] for _, q in grid], jnp.float32)
+    tau = gst_threshold(theta, p)
+    y = jnp.concatenate([jnp.zeros_like(tau), tau, -tau, tau * (1 + 1e-6), -tau * (1 + 1e-6),
+                         jnp.full_like(tau, 1e-30), jnp.full_like(tau, 1e-3),
+                         jnp.full_like(tau, 5.0), jnp.full_like(tau, -7.0)], axis=1)
+
+    def loss(y, theta, p):
+        x = gst_implicit(y, theta, p)
+        return jnp.sum(x ** 2 + x)
+
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(y, theta, p)
+    assert np.isfinite(float(value))
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g))), grads
+    # Below the threshold the prox is 0 and so is its derivative (at |y| = tau rounding decides).
+    assert np.all(np.asarray(grads[0][:, 0]) == 0.0)
+    # Same value as the unrolled operator; the derivative in y is 1 / F_S in (1, 2] where kept.
+    np.testing.assert_array_equal(np.asarray(gst_implicit(y, theta, p)), np.asarray(gst(y, theta, p)))
+    kept = np.asarray(gst(y, theta, p)) != 0
+    d_y = np.asarray(jax.grad(lambda y: jnp.sum(gst_implicit(y, theta, p)))(y))
+    assert np.all((d_y[kept] >= 1 - 1e-6) & (d_y[kept] <= 2 + 1e-6))

@@ -7,10 +7,16 @@ p = 1 gives the soft threshold, p -> 0 the hard threshold at sqrt(2 theta).
 Every power is written exp(e * log(b)) with b clamped away from zero, so values and gradients stay
 finite for y = 0, |y| = tau, theta -> 0 and p anywhere in (0, 1], where plain `x ** (p - 1)` gives
 inf * 0 = NaN in the branch that `where` discards (and its gradient still flows through).
+
+`gst` is differentiated by unrolling its fixed-point iterations; `gst_implicit` has the same value
+and differentiates the exact prox instead, by the implicit function theorem (eqs. I1-I3 below).
 """
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -33,12 +39,8 @@ def gst_threshold(theta, p):
     return jnp.exp(log_b / (2 - p)) + theta * p * jnp.exp(log_b * (p - 1) / (2 - p))
 
 
-def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5):
-    """Generalized shrinkage threshold GST_p(y, theta) of eqs. (19)-(20).
-
-    `theta` and `p` broadcast against `y` (e.g. one value per channel). `iterations` is static;
-    the loop is unrolled so that XLA fuses the whole operator into one elementwise kernel.
-    """
+def _gst_magnitude(y, theta, p, iterations: int, delta: float):
+    """(keep, S): the mask |y| > tau_p(theta) (eq. 19) and the eq. (20) iterate S_n, valid where keep."""
     a = jnp.abs(y)
     tau = gst_threshold(theta, p)
     keep = a > tau
@@ -48,5 +50,91 @@ def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5):
     def body(_, s):  # eq. (20): S_n = |y| - theta p (S_{n-1} + delta)^(p - 1)
         return a - theta * p * jnp.exp((p - 1) * _safe_log(s + delta))
 
-    s = lax.fori_loop(0, iterations, body, a, unroll=True)
+    return keep, lax.fori_loop(0, iterations, body, a, unroll=True)
+
+
+def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5):
+    """Generalized shrinkage threshold GST_p(y, theta) of eqs. (19)-(20).
+
+    `theta` and `p` broadcast against `y` (e.g. one value per channel). `iterations` is static;
+    the loop is unrolled so that XLA fuses the whole operator into one elementwise kernel.
+    """
+    keep, s = _gst_magnitude(y, theta, p, iterations, delta)
     return jnp.where(keep, jnp.sign(y) * jnp.maximum(s, 0), 0).astype(y.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Implicit differentiation of the exact prox.
+#
+# For a = |y| > tau the prox of theta |x|^p is sgn(y) S, S > 0 the larger root of the optimality
+# condition of min_S 1/2 (S - a)^2 + theta S^p (eq. 20 at its fixed point, delta = 0):
+#   F(S; a, theta, p) = S - a + theta p S^(p-1) = 0.                                        (I1)
+# The implicit function theorem gives dS = -(F_a da + F_theta dtheta + F_p dp) / F_S with
+#   F_S = 1 - theta p (1 - p) S^(p-2),  F_a = -1,  F_theta = p S^(p-1),
+#   F_p = theta S^(p-1) (1 + p log S).                                                      (I2)
+# F_S is the objective's second derivative: it grows with S, and at the smallest kept root
+# S_tau = (2 theta (1 - p))^(1/(2-p)) (|y| = tau) equals 1 - p/2, so F_S lies in [1 - p/2, 1] and
+# the division is always well conditioned. The fixed-point iterates of eq. (20) decrease towards the
+# root from S_0 = a and stay above it, so F_S >= 1 - p/2 at every iterate too (a clamp keeps it
+# there against rounding). Below the threshold the prox is 0: zero derivative. Hence, with s = sgn(y),
+#   dx/dy = 1 / F_S,  dx/dtheta = -s p S^(p-1) / F_S,
+#   dx/dp = -s theta S^(p-1) (1 + p log S) / F_S.                                           (I3)
+# The jump at |y| = tau (a Dirac in the derivative in theta and p) is ignored, as `gst` ignores it.
+
+
+def gst_implicit(y, theta, p, iterations: int = 3, delta: float = 1e-5):
+    """GST_p(y, theta) with the value of `gst(y, theta, p, iterations, delta)` and the derivatives of
+    the exact prox at that value (implicit function theorem, eqs. I1-I3), through `jax.custom_vjp`.
+
+    The backward pass costs O(1) per element whatever `iterations`, and stores only the output
+    (sgn(y) and S are read back from it; an output of exactly 0 counts as thresholded). Reverse mode
+    only (`jax.grad`, `jax.vjp`); `theta` and `p` broadcast against `y` and get summed cotangents.
+    """
+    dtype = jnp.result_type(y, theta, p, jnp.float32)
+    return _gst_ift(y, jnp.asarray(theta, dtype), jnp.asarray(p, dtype), iterations, delta)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _gst_ift(y, theta, p, iterations, delta):
+    return gst(y, theta, p, iterations, delta)
+
+
+def _gst_ift_fwd(y, theta, p, iterations, delta):
+    x = gst(y, theta, p, iterations, delta)
+    return x, (x, theta, p)
+
+
+def _gst_ift_bwd(iterations, delta, residuals, ct):
+    del iterations, delta  # the backward pass does not depend on how the root was found
+    x, theta, p = residuals
+    d_y, d_theta, d_p = _exact_prox_derivatives(x, theta, p)
+    ct = ct.astype(d_y.dtype)
+    return ((ct * d_y).astype(x.dtype),
+            _sum_to_shape(ct * d_theta, theta.shape).astype(theta.dtype),
+            _sum_to_shape(ct * d_p, p.shape).astype(p.dtype))
+
+
+_gst_ift.defvjp(_gst_ift_fwd, _gst_ift_bwd)
+
+
+def _exact_prox_derivatives(x, theta, p):
+    """dx/dy, dx/dtheta, dx/dp of x = GST_p(y, theta) (eq. I3), elementwise, 0 where x = 0."""
+    x = x.astype(jnp.result_type(x, theta, p))
+    kept = x != 0
+    log_s = _safe_log(jnp.abs(x))
+    s_pm1 = jnp.exp((p - 1) * log_s)  # S^(p-1): bounded by S_tau^(p-1) <= tau / (theta p)
+    # theta p (1 - p) S^(p-2) in log space: 1 - p may be 0 while S^(p-2) overflows (p -> 1, S -> 0).
+    curvature = jnp.exp(_safe_log(theta) + _safe_log(p) + _safe_log(1 - p) + (p - 2) * log_s)
+    f_s = jnp.maximum(1 - curvature, 1 - p / 2)  # eq. (I2), in [1 - p/2, 1]
+    sign = jnp.sign(x)
+    d_y = jnp.where(kept, 1 / f_s, 0)
+    d_theta = jnp.where(kept, -sign * p * s_pm1 / f_s, 0)
+    d_p = jnp.where(kept, -sign * theta * s_pm1 * (1 + p * log_s) / f_s, 0)
+    return d_y, d_theta, d_p
+
+
+def _sum_to_shape(g, shape):
+    """Sum a broadcast cotangent back to the shape of the operand that was broadcast."""
+    g = jnp.sum(g, axis=tuple(range(g.ndim - len(shape))))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return jnp.sum(g, axis=axes, keepdims=True).reshape(shape)

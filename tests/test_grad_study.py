@@ -1,0 +1,226 @@
+"""unroll.studies and experiments.grad_study: each study against an independent reference (finite
+differences in float64, a dense Jacobian, gradients computed directly), and the CLI end to end."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from unroll import kernels, losses, metrics, ops, studies, train
+from unroll.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+# The smallest MGSTNet with every part: 2 stages, KPM, one GST per stage.
+TINY = dict(stages=2, scales=1, kernel_rcabs=0, image_rcabs=0, features=4, kernel_features=2,
+            kernel_size=5, channels=1, steps=1)
+
+
+def _model(dtype=jnp.float64):
+    config = Config(**TINY)
+    graphdef, params = train.build_model(config)
+    return config, graphdef, jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+def _batch(n, size, dtype=jnp.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    sharp = jnp.asarray(rng.random((n, size, size, 1)), dtype)
+    h = jnp.asarray(np.stack([kernels.gaussian(5, 1.0 + 0.3 * i) for i in range(n)]), dtype)
+    return {"sharp": sharp, "blurred": ops.blur(sharp, h) + 0.01 * jnp.asarray(
+        rng.normal(size=sharp.shape), dtype)}
+
+
+def _names(path):
+    names = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
+    return names[:-1] if names[-1] == "value" else names
+
+
+# Where each learned scalar lives, and how the network constrains it.
+SLOTS = {"mu": ("raw_mu",), "rho": ("raw_rho",),
+         "kernel_theta": ("kernel_prox", "threshold", "raw_theta"),
+         "image_theta": ("image_prox", "thresholds", 0, "raw_theta"),
+         "image_p": ("image_prox", "thresholds", 0, "p0")}
+
+
+def _raw_value(params, keys):
+    (leaf,) = [x for path, x in jax.tree_util.tree_flatten_with_path(params)[0] if _names(path) == keys]
+    return float(leaf)
+
+
+def _with_raw(params, keys, raw):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.asarray(raw, x.dtype) if _names(path) == keys else x, params)
+
+
+def _constrain(name, raw):
+    return 1 / (1 + math.exp(-raw)) if name == "image_p" else math.log1p(math.exp(raw))
+
+
+def _unconstrain(name, v):
+    return math.log(v / (1 - v)) if name == "image_p" else math.log(math.expm1(v))
+
+
+@pytest.fixture(scope="module")
+def float64_study():
+    """Hypergradients, stage gradient norms, a directly computed gradient and finite differences of
+    the loss and the final PSNR, all of the tiny model in float64 (one compilation each)."""
+    with jax.enable_x64(True):
+        config, graphdef, params = _model()
+        batch = _batch(2, 16)
+
+        def direct_loss(params):  # eq. (21), written out here rather than through the studies
+            out = nnx.merge(graphdef, params)(batch["blurred"])
+            return losses.mgstnet_loss(out, batch["sharp"], batch["blurred"], alpha=config.alpha,
+                                       boundary=config.boundary)
+
+        @jax.jit
+        def analytic(params):
+            return (studies.hypergradients(graphdef, params, batch, config),
+                    studies.stage_grad_norms(graphdef, params, batch, config),
+                    jax.grad(direct_loss)(params))
+
+        @jax.jit
+        def objectives(params):
+            out = nnx.merge(graphdef, params)(batch["blurred"])
+            return jnp.stack([direct_loss(params),
+                              jnp.mean(metrics.psnr(out.images[-1], batch["sharp"]))])
+
+        hyper, norms, grads = jax.tree.map(np.asarray, analytic(params))
+        finite = {}
+        for name, tail in SLOTS.items():
+            for k in range(config.stages):
+                keys = ("stages", k) + tail
+                v = _constrain(name, _raw_value(params, keys))
+                step = 1e-5 * min(v, 1 - v) if name == "image_p" else 1e-5 * v
+                up, down = (objectives(_with_raw(params, keys, _unconstrain(name, v + s)))
+                            for s in (step, -step))
+                finite[(name, k)] = np.asarray((up - down) / (2 * step))
+        return {"hyper": hyper, "norms": norms, "grads": grads, "finite": finite,
+                "values": jax.tree.map(np.asarray, studies.scalar_values(params)),
+                "params": jax.tree.map(np.asarray, params)}
+
+
+def test_hypergradients_match_finite_differences(float64_study):
+    hyper, finite = float64_study["hyper"], float64_study["finite"]
+    for (name, k), fd in finite.items():
+        for j, objective in enumerate(("loss", "psnr")):
+            ad = hyper[objective][name][k]
+            ad = ad[0] if np.ndim(ad) else ad  # image scalars are [K, scales], one scale here
+            scale = max(np.max(np.abs(hyper[objective][n])) for n in hyper[objective])
+            np.testing.assert_allclose(ad, fd[j], rtol=1e-4, atol=1e-6 * scale,
+                                       err_msg=f"d{objective}/d{name} stage {k + 1}")
+    # The values are the constrained ones (positive steps and thresholds, p in (0, 1)).
+    values = float64_study["values"]
+    assert set(values) == set(SLOTS) and values["image_theta"].shape == (2, 1)
+    assert np.all(values["mu"] > 0) and np.all((values["image_p"] > 0) & (values["image_p"] < 1))
+
+
+def _stage_groups_directly(grads, k):
+    """Squared norms of stage k's kernel prox, image prox and scalars from the nested gradient."""
+    stage = nnx.to_pure_dict(grads["stages"][k])
+    scalars = [stage.pop("raw_mu"), stage.pop("raw_rho"), stage["kernel_prox"].pop("threshold"),
+               stage["image_prox"].pop("thresholds")]
+    sq = lambda tree: sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(tree))  # noqa: E731
+    return {"kernel_prox": sq(stage["kernel_prox"]), "image_prox": sq(stage["image_prox"]),
+            "scalars": sq(scalars)}
+
+
+def test_stage_grad_norms_equal_norms_of_the_direct_gradient(float64_study):
+    norms, grads = float64_study["norms"], float64_study["grads"]
+    for k in range(2):
+        direct = _stage_groups_directly(grads, k)
+        for group, sq in direct.items():
+            np.testing.assert_allclose(norms[group][k], np.sqrt(sq), rtol=1e-10)
+            assert sq > 0, (group, k)
+        np.testing.assert_allclose(norms["total"][k], np.sqrt(sum(direct.values())), rtol=1e-10)
+    # The parameter norms use the same grouping.
+    param_norms = studies.stage_group_norms(float64_study["params"])
+    direct = _stage_groups_directly(float64_study["params"], 1)
+    np.testing.assert_allclose(float(param_norms["image_prox"][1]), np.sqrt(direct["image_prox"]),
+                               rtol=1e-6)
+
+
+def test_power_iteration_matches_spectral_norm_of_dense_jacobian():
+    with jax.enable_x64(True):
+        config, graphdef, params = _model()
+        g = _batch(2, 6)["blurred"]
+        n = g[0].size
+
+        @jax.jit
+        def run(g):
+            jacobian = jax.jacfwd(lambda g: studies.stage_outputs(graphdef, params, g, config))(g)
+            # Clustered singular values here (1.2514, 1.2499, ...): slow convergence, many steps.
+            sens = studies.stage_sensitivity(graphdef, params, g, config, jax.random.key(0),
+                                             probes=128, iterations=400)
+            return jacobian, sens["lipschitz"], sens["noise_gain"]
+
+        jacobian, lipschitz, gains = (np.asarray(x) for x in run(g))
+        assert lipschitz.shape == gains.shape == (2, 2)
+        for k in range(2):
+            for i in range(2):  # the images are independent: one diagonal block each
+                block = jacobian[k, i, ..., i, :, :, :].reshape(n, n)
+                sigma = np.linalg.svd(block, compute_uv=False)
+                assert lipschitz[k, i] <= sigma[0] * (1 + 1e-9)
+                np.testing.assert_allclose(lipschitz[k, i], sigma[0], rtol=1e-3)
+                # RMS gain over random directions ~ Frobenius norm / sqrt(n).
+                np.testing.assert_allclose(gains[k, i], np.linalg.norm(block) / np.sqrt(n), rtol=0.1)
+        off = jacobian[:, 0, ..., 1, :, :, :]
+        assert np.max(np.abs(off)) < 1e-12
+
+
+def _finite_numbers(tree):
+    if isinstance(tree, dict):
+        return all(_finite_numbers(v) for v in tree.values())
+    if isinstance(tree, list):
+        return all(_finite_numbers(v) for v in tree)
+    return not isinstance(tree, float) or math.isfinite(tree)
+
+
+CLI = [sys.executable, "-m", "experiments.grad_study",
+       f"--flagfile={ROOT / 'experiments' / 'flags' / 'tiny.flags'}"]
+# Smaller than tiny.flags (one stage, no RCABs), and small study settings: seconds, not minutes.
+SMALL = ["--stages=1", "--kernel_rcabs=0", "--image_rcabs=0", "--features=4", "--kernel_features=2",
+         "--batch_size=2", "--num_images=2", "--num_batches=1", "--power_iterations=3", "--probes=1",
+         "--gst_shape=2,8,8,4", "--gst_iterations=1,3", "--gst_samples=64", "--gst_p=0.5",
+         "--gst_repeats=1", "--gst_reference_iterations=10"]
+
+
+def test_cli_writes_grad_study_json_and_plots(tmp_path):
+    run = subprocess.run(CLI + SMALL + [f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "grad_study.json").read_text())
+    for key in ("model", "config", "study", "scalars", "param_norms", "train", "eval", "sensitivity",
+                "gst", "timings"):
+        assert key in result, key
+    assert result["model"]["source"] == "initialisation" and "no latest checkpoint" in result[
+        "model"]["reason"]
+    stages = result["config"]["stages"]
+    for part in ("train", "eval"):
+        assert set(result[part]["grad_norms"]) == {"kernel_prox", "image_prox", "scalars", "total"}
+        assert len(result[part]["grad_norms"]["total"]) == stages
+        assert set(result[part]["hypergradients"]) == {"loss", "psnr"}
+        assert set(result[part]["hypergradients"]["psnr"]) == set(SLOTS)
+    assert np.asarray(result["sensitivity"]["lipschitz"]).shape == (stages, 2)
+    (errors,) = result["gst"]["errors"]  # the grid p = 0.5 and the untrained GSTs coincide
+    assert "stage 1 scale 1" in errors["source"] and len(errors["implicit"]["y"]) == 2
+    assert set(result["gst"]["cost"]["3"]) >= {"unrolled", "implicit"}
+    assert result["gst"]["cost"]["3"]["implicit"]["temp_bytes"] >= 0
+    assert _finite_numbers(result)
+    for name in ("grad_norms", "hypergradients", "sensitivity", "gst_gradients"):
+        assert (tmp_path / "grad_study" / f"{name}.png").stat().st_size > 0
+
+
+def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
+    run = subprocess.run(CLI + ["--crop=6", f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=os.environ.copy())
+    assert run.returncode == 2
+    assert run.stderr.strip().startswith("error: --crop=6") and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "grad_study.json").exists()

@@ -1,0 +1,539 @@
+"""Gradient studies of the unrolled network, with `jax.grad`, `jax.jvp` / `jax.linearize` and `jax.vjp`.
+
+1. Which stages learn: the norm of the training loss's gradient with respect to each stage's
+   parameters, split into the kernel prox (KPM, eq. 12), the image prox (IPMM, eq. 18) and the learned
+   scalars (mu_k, rho_k, the thresholds theta and the GST exponents p).
+2. Hypergradients: the derivative of the final PSNR and of the loss with respect to each learned scalar
+   *as the network uses it* (mu = softplus(raw), p = sigmoid(p0), ...), by the chain rule.
+3. Input sensitivity of g -> u_k per stage k: the RMS gain of random perturbations (JVPs, ~ the
+   Jacobian's Frobenius norm / sqrt(n)) and the Lipschitz constant at g (its spectral norm) by power
+   iteration on J^T J (one JVP and one VJP per iteration).
+4. GST_p: the derivatives of the 3-iteration fixed point unrolled (`shrinkage.gst`) and by the
+   implicit function theorem (`shrinkage.gst_implicit`), against the converged exact prox; their cost.
+
+Functions are pure: `(graphdef, params, batch or images, config) -> arrays` (jit them with the
+graphdef and config closed over), so notebooks can call them on any model and data.
+A batch is a dict with "blurred" and "sharp" `[N, H, W, C]` (what `unroll.data` yields).
+The model is assumed to treat the images of a batch independently (true of MGSTNet: no batch
+statistics), so the Jacobian of g -> u_k is block diagonal and every image gets its own estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+from unroll import metrics, shrinkage
+from unroll.train import TASKS
+
+GROUPS = ("kernel_prox", "image_prox", "scalars")
+# The learned scalars: mu_k, rho_k, theta_1k (KPM's soft threshold), theta_2k,i and p_k,i (IPMM's GST
+# per scale i); stored raw, used as softplus(raw), and p = sigmoid(p0).
+SCALARS = ("mu", "rho", "kernel_theta", "image_theta", "image_p")
+_RAW_SCALARS = ("raw_mu", "raw_rho", "raw_theta", "p0")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameters by stage and group.
+
+
+def _names(path) -> tuple:
+    names = tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path)
+    return names[:-1] if names and names[-1] == "value" else names  # nnx Variable's `.value`
+
+
+def _stage_group(names) -> tuple[int, str] | None:
+    """(stage, group) of a parameter path `stages/k/...`; None outside the stages."""
+    if len(names) < 3 or names[0] != "stages":
+        return None
+    if names[-1] in _RAW_SCALARS:
+        return int(names[1]), "scalars"
+    return int(names[1]), str(names[2])  # kernel_prox, image_prox
+
+
+def _num_stages(tree) -> int:
+    stages = [_stage_group(_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return 1 + max(s[0] for s in stages if s is not None)
+
+
+def stage_group_norms(tree) -> dict:
+    """L2 norms of a params-shaped tree (parameters or gradients) per stage and group.
+
+    Returns {group: [K]} for the GROUPS (0 where a stage has none, e.g. kernel_prox=False) and
+    "total" (all of a stage's parameters; the groups partition them).
+    """
+    k = _num_stages(tree)
+    squares = {g: [jnp.zeros(())] * k for g in GROUPS}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = _stage_group(_names(path))
+        if where is None:
+            continue
+        stage, group = where
+        squares.setdefault(group, [jnp.zeros(())] * k)
+        leaf = leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))  # bf16 squares overflow
+        squares[group][stage] = squares[group][stage] + jnp.sum(jnp.square(leaf))
+    squares = {g: jnp.stack(v) for g, v in squares.items()}
+    norms = {g: jnp.sqrt(v) for g, v in squares.items()}
+    norms["total"] = jnp.sqrt(sum(squares.values()))
+    return norms
+
+
+# ----------------------------------------------------------------------------------------------------
+# Objectives.
+
+
+def _objectives(graphdef, params, batch, config):
+    """(training loss, final PSNR) from one forward pass."""
+    task = TASKS[config.model]
+    out = nnx.merge(graphdef, params)(batch["blurred"])
+    return task.loss(out, batch, config), jnp.mean(metrics.psnr(task.image(out), batch["sharp"]))
+
+
+def training_loss(graphdef, params, batch, config):
+    """The trainer's loss (eq. 21 for MGSTNet) of `batch`, a scalar."""
+    return _objectives(graphdef, params, batch, config)[0]
+
+
+def final_psnr(graphdef, params, batch, config):
+    """Mean PSNR (dB) of the network's output against the sharp images. Not clipped to [0, 1]:
+    clipping would zero the derivative at saturated pixels."""
+    return _objectives(graphdef, params, batch, config)[1]
+
+
+def loss_and_psnr_grads(graphdef, params, batch, config) -> dict:
+    """{"loss": (value, grads), "psnr": (value, grads)}, grads shaped like `params`.
+
+    One forward pass and one backward pass vmapped over the two cotangents.
+    """
+    values, pullback = jax.vjp(lambda p: jnp.stack(_objectives(graphdef, p, batch, config)), params)
+    (grads,) = jax.vmap(pullback)(jnp.eye(2, dtype=values.dtype))
+    return {name: (values[i], jax.tree.map(lambda g, i=i: g[i], grads))
+            for i, name in enumerate(("loss", "psnr"))}
+
+
+def stage_grad_norms(graphdef, params, batch, config) -> dict:
+    """`stage_group_norms` of the training loss's gradient: {group: [K]}."""
+    return stage_group_norms(jax.grad(training_loss, argnums=1)(graphdef, params, batch, config))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Learned scalars and hypergradients.
+
+
+def _scalar_slot(names) -> tuple[str, int, int | None] | None:
+    """(scalar name, stage, scale or None) of a raw scalar's path."""
+    if not names or names[-1] not in _RAW_SCALARS or names[0] != "stages":
+        return None
+    stage, last = int(names[1]), names[-1]
+    if last in ("raw_mu", "raw_rho"):
+        return last[4:], stage, None
+    if names[2] == "kernel_prox":
+        return "kernel_theta", stage, None
+    return ("image_p" if last == "p0" else "image_theta"), stage, int(names[-2])
+
+
+def _raw_scalars(tree) -> dict:
+    """The raw scalar leaves of a params-shaped tree: {name: [K] or [K, scales]} (names present only)."""
+    slots = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        slot = _scalar_slot(_names(path))
+        if slot is not None:
+            name, stage, scale = slot
+            slots.setdefault(name, {})[(stage, scale)] = leaf
+    out = {}
+    for name in sorted(slots, key=SCALARS.index):
+        by_slot = slots[name]
+        stages = sorted({s for s, _ in by_slot})
+        scales = sorted({c for _, c in by_slot if c is not None})
+        if scales:
+            out[name] = jnp.stack([jnp.stack([by_slot[(s, c)] for c in scales]) for s in stages])
+        else:
+            out[name] = jnp.stack([by_slot[(s, None)] for s in stages])
+    return out
+
+
+def _constrain(name, raw):
+    return jax.nn.sigmoid(raw) if name == "image_p" else jax.nn.softplus(raw)
+
+
+def _constrain_derivative(name, raw):
+    """dv/draw: softplus' = sigmoid; sigmoid' = p (1 - p)."""
+    s = jax.nn.sigmoid(raw)
+    return s * (1 - s) if name == "image_p" else s
+
+
+def scalar_values(params) -> dict:
+    """The learned scalars as the network uses them: {"mu", "rho", "kernel_theta": [K],
+    "image_theta", "image_p": [K, scales]} (those the model has)."""
+    return {name: _constrain(name, raw) for name, raw in _raw_scalars(params).items()}
+
+
+def scalar_gradients(params, grads) -> dict:
+    """Chain rule dJ/dv = (dJ/draw) / (dv/draw) for every learned scalar v (shapes of scalar_values)."""
+    raw, graw = _raw_scalars(params), _raw_scalars(grads)
+    return {name: graw[name] / _constrain_derivative(name, raw[name]) for name in raw}
+
+
+def hypergradients(graphdef, params, batch, config) -> dict:
+    """{"loss": {scalar: dLoss/dv}, "psnr": {scalar: dPSNR/dv}} for every learned scalar v."""
+    grads = loss_and_psnr_grads(graphdef, params, batch, config)
+    return {name: scalar_gradients(params, g) for name, (_, g) in grads.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input sensitivity of g -> u_k.
+
+
+def _stage_images_fn(graphdef, params, config):
+    """g [N, H, W, C] -> u_1..u_K stacked [K, N, H, W, C]."""
+    task = TASKS[config.model]
+    return lambda g: jnp.stack(task.stage_images(nnx.merge(graphdef, params)(g)))
+
+
+def _image_norms(x):
+    """Per-image L2 norm over the trailing (H, W, C) axes."""
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=(-3, -2, -1)))
+
+
+def _normalise(v):
+    return v / jnp.maximum(_image_norms(v), jnp.finfo(v.dtype).tiny)[..., None, None, None]
+
+
+def stage_outputs(graphdef, params, g, config):
+    """u_1..u_K stacked `[K, N, H, W, C]`."""
+    return _stage_images_fn(graphdef, params, config)(g)
+
+
+def stage_noise_gains(graphdef, params, g, config, key, probes: int = 4):
+    """RMS over `probes` Gaussian directions v of ||J_k v|| / ||v||, `[K, N]`.
+
+    E ||J v||^2 / ||v||^2 = ||J_k||_F^2 / n: how much white noise in g is amplified in u_k on average
+    (the Lipschitz constant is the worst direction).
+    """
+    _, f_jvp = jax.linearize(_stage_images_fn(graphdef, params, config), g)
+    return _noise_gains(f_jvp, g, key, probes)
+
+
+def stage_lipschitz(graphdef, params, g, config, key, iterations: int = 20):
+    """Power-iteration estimate of the spectral norm of the Jacobian of g -> u_k at g, `[K, N]`.
+
+    (P1) v <- J_k^T J_k v / ||J_k^T J_k v||: one JVP and one VJP (the transposed linearisation) per
+    step, per image. (P2) sigma_max ~ ||J_k v|| with ||v|| = 1: a lower bound, whose error decays
+    like (sigma_2 / sigma_1)^(2 n), slowly when the top singular values cluster (measured 1e-3 after
+    100 steps on the tiny test model). All stages at once (vmapped over a one-hot stage selector).
+    """
+    stacked, f_jvp = jax.linearize(_stage_images_fn(graphdef, params, config), g)
+    return _power_iteration(f_jvp, stacked.shape[0], g, key, iterations)
+
+
+def stage_sensitivity(graphdef, params, g, config, key, probes: int = 4, iterations: int = 20):
+    """One linearisation for all: {"outputs": u_k [K, N, H, W, C], "noise_gain", "lipschitz": [K, N]}."""
+    stacked, f_jvp = jax.linearize(_stage_images_fn(graphdef, params, config), g)
+    k_noise, k_power = jax.random.split(key)
+    return {"outputs": stacked, "noise_gain": _noise_gains(f_jvp, g, k_noise, probes),
+            "lipschitz": _power_iteration(f_jvp, stacked.shape[0], g, k_power, iterations)}
+
+
+def _noise_gains(f_jvp, g, key, probes):
+    directions = jax.random.normal(key, (probes,) + g.shape, g.dtype)
+    ratios = jax.vmap(lambda v: _image_norms(f_jvp(v)) / _image_norms(v))(directions)
+    return jnp.sqrt(jnp.mean(jnp.square(ratios), axis=0))
+
+
+def _power_iteration(f_jvp, num_stages, g, key, iterations):
+    f_vjp = jax.linear_transpose(f_jvp, g)
+
+    def power(select, v):
+        def jk(v):  # J_k v, [N, H, W, C]
+            return jnp.tensordot(select, f_jvp(v), axes=1)
+
+        def step(_, v):  # eq. (P1): v <- J_k^T J_k v / ||J_k^T J_k v||
+            (w,) = f_vjp(select[:, None, None, None, None] * jk(v)[None])
+            return _normalise(w)
+
+        v = lax.fori_loop(0, iterations, step, _normalise(v))
+        return _image_norms(jk(v))  # eq. (P2): sigma ~ ||J_k v||, ||v|| = 1
+
+    starts = jax.random.normal(key, (num_stages,) + g.shape, g.dtype)
+    return jax.vmap(power)(jnp.eye(num_stages, dtype=g.dtype), starts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GST_p: unrolled against implicit differentiation.
+
+
+def gst_derivatives(method: str, y, theta, p, iterations: int, delta: float = 1e-5):
+    """Elementwise dx/dy, dx/dtheta, dx/dp of x = GST_p(y, theta) (theta, p scalars or y-shaped).
+
+    `method`: "unrolled" (`shrinkage.gst`) or "implicit" (`shrinkage.gst_implicit`). GST acts
+    elementwise, so the gradient of sum(GST) with respect to y-shaped theta and p is the derivative
+    of each element.
+    """
+    fn = {"unrolled": shrinkage.gst, "implicit": shrinkage.gst_implicit}[method]
+    theta, p = jnp.broadcast_to(theta, y.shape), jnp.broadcast_to(p, y.shape)
+    return jax.grad(lambda *a: jnp.sum(fn(*a, iterations, delta)), argnums=(0, 1, 2))(y, theta, p)
+
+
+def _gst_samples(num: int, seed: int):
+    """z ~ N(0, 2^2), y = tau z: 38 % below the threshold, many just above it (the hard part)."""
+    return 2 * np.random.default_rng(seed).normal(size=num)
+
+
+def _relative_error(x, ref):
+    return jnp.linalg.norm(x - ref) / jnp.maximum(jnp.linalg.norm(ref), 1e-300)
+
+
+def gst_gradient_errors(theta: float, p: float, iterations=(1, 2, 3, 5, 10, 20), delta: float = 1e-5,
+                        num: int = 4096, seed: int = 0, reference_iterations: int = 80) -> dict:
+    """Relative L2 errors (over `num` samples) of the derivatives in y, theta and p of the unrolled
+    and implicit GST with `delta` and each iteration count, against the exact prox (delta = 0,
+    `reference_iterations` fixed-point steps: the contraction factor at the root is 1 - F_S <= p/2
+    (shrinkage.py, eq. I2), so 80 steps are converged to float64 rounding), in float64.
+    "reference_vs_finite_differences" checks that reference against central differences of the
+    converged prox (step 1e-6).
+    """
+    with jax.enable_x64(True):
+        table = _gst_error_table(_gst_samples(num, seed), np.float64(theta), np.float64(p),
+                                 tuple(iterations), delta, reference_iterations)
+        return {"theta": float(theta), "p": float(p), "delta": delta, "iterations": list(iterations),
+                "reference_iterations": reference_iterations, "samples": num} | _tolist(table)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _gst_error_table(z, theta, p, iterations, delta, reference_iterations):
+    """Every comparison of `gst_gradient_errors` in one compilation (y = tau z)."""
+    names = ("y", "theta", "p")
+    tau = shrinkage.gst_threshold(theta, p)
+    y = z * tau
+    ref = gst_derivatives("unrolled", y, theta, p, reference_iterations, 0.0)
+    table = {"fraction_kept": jnp.mean(jnp.abs(y) > tau),
+             "reference_vs_finite_differences": dict(zip(names, _fd_errors(
+                 y, theta, p, ref, reference_iterations)))}
+    for method in ("unrolled", "implicit"):
+        errors = [[_relative_error(d, r) for d, r in
+                   zip(gst_derivatives(method, y, theta, p, n, delta), ref)] for n in iterations]
+        table[method] = {name: jnp.stack([e[i] for e in errors]) for i, name in enumerate(names)}
+    return table
+
+
+def _fd_errors(y, theta, p, ref, iterations, step: float = 1e-6):
+    """Central differences (relative steps) of the converged exact prox against `ref`, per argument.
+
+    The prox jumps at |y| = tau (by S_tau): elements within 1e-4 tau of the threshold, where a step
+    may cross it, are left out.
+    """
+    args = [y, jnp.full_like(y, theta), jnp.full_like(y, p)]
+    tau = shrinkage.gst_threshold(theta, p)
+    smooth = jnp.abs(jnp.abs(y) - tau) > 1e-4 * tau
+    steps = [step * tau, step * theta, step * jnp.minimum(p, 1 - p)]
+    errors = []
+    for i in range(3):
+        plus, minus = list(args), list(args)
+        plus[i], minus[i] = args[i] + steps[i], args[i] - steps[i]
+        fd = (shrinkage.gst(*plus, iterations, 0.0) - shrinkage.gst(*minus, iterations, 0.0)) / (
+            2 * steps[i])
+        errors.append(_relative_error(jnp.where(smooth, fd, 0), jnp.where(smooth, ref[i], 0)))
+    return errors
+
+
+def gst_cost(shape=(8, 128, 128, 64), iterations: int = 3, delta: float = 1e-5, repeats: int = 3,
+             seed: int = 0) -> dict:
+    """Seconds (median of `repeats`) and compiled memory of jit(value_and_grad) of 1/2 ||GST(y)||^2
+    with respect to y `shape` (float32) and per-channel theta, p, for both methods."""
+    theta = np.full(shape[-1:], 0.01, np.float32)
+    p = np.full(shape[-1:], 0.5, np.float32)
+    tau = float(jax.jit(shrinkage.gst_threshold)(theta[0], p[0]))
+    y = (2 * tau * np.random.default_rng(seed).normal(size=shape)).astype(np.float32)
+    out = {"shape": list(shape), "iterations": iterations}
+    for method, fn in (("unrolled", shrinkage.gst), ("implicit", shrinkage.gst_implicit)):
+        def loss(y, t, q, fn=fn):
+            return 0.5 * jnp.sum(jnp.square(fn(y, t, q, iterations, delta)))
+
+        t0 = time.perf_counter()
+        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(y, theta, p).compile()
+        compile_seconds = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(y, theta, p))
+            times.append(time.perf_counter() - t0)
+        mem = compiled.memory_analysis()
+        out[method] = {"seconds": float(np.median(times)), "compile_seconds": compile_seconds,
+                       "temp_bytes": int(mem.temp_size_in_bytes),
+                       "argument_bytes": int(mem.argument_size_in_bytes),
+                       "output_bytes": int(mem.output_size_in_bytes),
+                       "peak_bytes": int(getattr(mem, "peak_memory_in_bytes", 0) or 0)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole study and its pictures.
+
+
+def run_study(graphdef, params, config, train_batches, eval_batch, *, power_iterations: int = 20,
+              probes: int = 4, seed: int = 0, gst_pairs=(), gst_iterations=(1, 2, 3, 5, 10, 20),
+              gst_samples: int = 4096, gst_reference_iterations: int = 80,
+              gst_shape=(8, 128, 128, 64), gst_repeats: int = 3) -> dict:
+    """Every study on `train_batches` (a list of batches) and `eval_batch`; a JSON-ready dict.
+
+    `gst_pairs`: (theta, p, label) triples for the GST comparison (`learned_gst_pairs` gives the
+    model's own); `gst_shape=None` skips the cost measurement.
+    """
+    grads_fn = jax.jit(lambda params, batch: loss_and_psnr_grads(graphdef, params, batch, config))
+    param_norms = stage_group_norms(params)
+    results = {"scalars": _tolist(scalar_values(params)),
+               "param_norms": _tolist(param_norms), "timings": {}}
+
+    t0 = time.perf_counter()
+    for name, batches in (("train", train_batches), ("eval", [eval_batch])):
+        per_batch = [grads_fn(params, jax.tree.map(jnp.asarray, b)) for b in batches]
+        norms = [stage_group_norms(g["loss"][1]) for g in per_batch]
+        mean_norms = {k: np.mean([np.asarray(n[k]) for n in norms], axis=0) for k in norms[0]}
+        hyper = [{obj: scalar_gradients(params, g[obj][1]) for obj in ("loss", "psnr")}
+                 for g in per_batch]
+        results[name] = {
+            "num_batches": len(batches), "images": int(sum(len(b["blurred"]) for b in batches)),
+            "loss": float(np.mean([float(g["loss"][0]) for g in per_batch])),
+            "psnr": float(np.mean([float(g["psnr"][0]) for g in per_batch])),
+            "grad_norms": _tolist(mean_norms),
+            "relative_grad_norms": _tolist({k: mean_norms[k] / np.maximum(np.asarray(param_norms[k]),
+                                                                          1e-30)
+                                            for k in mean_norms}),
+            "grad_norms_per_batch": [_tolist(n) for n in norms],
+            "hypergradients": _tolist(jax.tree.map(lambda *xs: np.mean(xs, axis=0), *hyper)),
+        }
+        # dJ/dlog v = v dJ/dv: the change of J per e-fold change of v, comparable across scalars.
+        results[name]["log_hypergradients"] = {
+            obj: {k: (np.asarray(v) * np.asarray(results["scalars"][k])).tolist()
+                  for k, v in grads.items()}
+            for obj, grads in results[name]["hypergradients"].items()}
+    results["timings"]["gradients"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    g, sharp = jnp.asarray(eval_batch["blurred"]), jnp.asarray(eval_batch["sharp"])
+    sens = jax.jit(lambda g: stage_sensitivity(graphdef, params, g, config, jax.random.key(seed),
+                                               probes, power_iterations))(g)
+    results["sensitivity"] = {
+        "images": int(g.shape[0]), "image_size": list(g.shape[1:]), "probes": probes,
+        "power_iterations": power_iterations,
+        "stage_psnr": _tolist(jax.vmap(lambda u: metrics.psnr(u, sharp))(sens["outputs"])),
+        "noise_gain": _tolist(sens["noise_gain"]), "lipschitz": _tolist(sens["lipschitz"]),
+        "lipschitz_max": _tolist(jnp.max(sens["lipschitz"], axis=1)),
+    }
+    results["timings"]["sensitivity"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    results["gst"] = {"errors": [
+        dict(gst_gradient_errors(theta, p, gst_iterations, num=gst_samples, seed=seed,
+                                 reference_iterations=gst_reference_iterations), source=label)
+        for theta, p, label in gst_pairs]}
+    if gst_shape is not None:
+        results["gst"]["cost"] = {
+            str(n): gst_cost(tuple(gst_shape), n, repeats=gst_repeats, seed=seed)
+            for n in sorted({3, max(gst_iterations)})}
+    results["timings"]["gst"] = time.perf_counter() - t0
+    return results
+
+
+def learned_gst_pairs(params) -> list:
+    """(theta, p, "stage k scale i") of every GST of the image prox (empty for soft thresholds)."""
+    values = scalar_values(params)
+    if "image_p" not in values:
+        return []
+    thetas, ps = np.asarray(values["image_theta"]), np.asarray(values["image_p"])
+    return [(float(thetas[k, i]), float(ps[k, i]), f"stage {k + 1} scale {i + 1}")
+            for k in range(thetas.shape[0]) for i in range(thetas.shape[1])]
+
+
+def _tolist(tree):
+    return jax.tree.map(lambda x: np.asarray(x, np.float64).tolist(), tree)
+
+
+def plot_study(results: dict, out_dir) -> list[Path]:
+    """grad_norms.png, hypergradients.png, sensitivity.png, gst_gradients.png in `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+
+    # 1. Gradient norms per stage and group (absolute and relative to the parameters' norms).
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, title in ((axes[0], "grad_norms", "||dL/dw|| (train batches)"),
+                           (axes[1], "relative_grad_norms", "||dL/dw|| / ||w||")):
+        norms = results["train"][key]
+        k = len(norms["total"])
+        for j, group in enumerate(GROUPS):
+            ax.bar(np.arange(k) + (j - 1) * 0.27, np.maximum(norms[group], 1e-12), 0.27, label=group)
+        ax.set_yscale("log")
+        ax.set_xticks(range(k), [f"stage {i + 1}" for i in range(k)])
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=8)
+    save(fig, "grad_norms.png")
+
+    # 2. Hypergradients of the final PSNR per scalar and stage.
+    hyper = results["eval"]["hypergradients"]["psnr"]
+    fig, axes = plt.subplots(1, len(hyper), figsize=(3 * len(hyper), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], hyper.items()):
+        values = np.asarray(values, np.float64)
+        values = values.reshape(values.shape[0], -1)
+        k, scales = values.shape
+        for i in range(scales):
+            ax.bar(np.arange(k) + (i - (scales - 1) / 2) * 0.8 / scales, values[:, i],
+                   0.8 / scales, label=f"scale {i + 1}" if scales > 1 else None)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xticks(range(k), [str(i + 1) for i in range(k)])
+        ax.set_title(f"dPSNR/d{name}", fontsize=9)
+        ax.set_xlabel("stage", fontsize=8)
+        if scales > 1:
+            ax.legend(fontsize=7)
+    save(fig, "hypergradients.png")
+
+    # 3. Sensitivity per stage.
+    sens = results["sensitivity"]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    k = len(sens["lipschitz"])
+    lipschitz, gains = np.asarray(sens["lipschitz"]).T, np.asarray(sens["noise_gain"]).T
+    for i, (lip, gain) in enumerate(zip(lipschitz, gains)):
+        ax.plot(range(1, k + 1), lip, "o-", color=f"C{i % 10}", label=f"image {i + 1}: Lipschitz")
+        ax.plot(range(1, k + 1), gain, "s--", color=f"C{i % 10}",
+                label=f"image {i + 1}: noise gain")
+    ax.set_xticks(range(1, k + 1))
+    ax.set_xlabel("stage k")
+    ax.set_title("g -> u_k: spectral norm and RMS gain of the Jacobian", fontsize=9)
+    ax.legend(fontsize=6)
+    save(fig, "sensitivity.png")
+
+    # 4. GST derivative errors against the converged exact prox.
+    if results["gst"]["errors"]:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+        for j, entry in enumerate(results["gst"]["errors"]):
+            learned = entry["source"].count("stage")
+            label = f"p={entry['p']:.2f}" + (f", {learned} learned" if learned else "")
+            for method, style in (("unrolled", "o-"), ("implicit", "s--")):
+                for ax, name in zip(axes, ("y", "theta", "p")):
+                    ax.plot(entry["iterations"], np.maximum(entry[method][name], 1e-17), style,
+                            color=f"C{j % 10}", label=label if method == "unrolled" else None)
+        for ax, name in zip(axes, ("y", "theta", "p")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("fixed-point iterations")
+            ax.set_title(f"rel. error of dGST/d{name} (solid unrolled, dashed implicit)", fontsize=8)
+        axes[0].legend(fontsize=6)
+        save(fig, "gst_gradients.png")
+    return written
