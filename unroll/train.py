@@ -42,10 +42,13 @@ from unroll.evaluation import evaluate
 
 @dataclasses.dataclass(frozen=True)
 class Adversarial:
-    """The GAN part of a task: losses on discriminator logits, and the discriminator's learning rate
-    as a multiple of the generator's (`Config.learning_rate`)."""
-    generator_loss: Callable[[Any, dict, jax.Array, Config], jax.Array]  # (out, batch, D(fake), config)
-    discriminator_loss: Callable[[jax.Array, jax.Array], jax.Array]  # (D(real), D(fake))
+    """The GAN part of a task: the discriminator's logits on real and generated data (the model's
+    methods decide what is judged, e.g. images and gradient maps), the two losses, and the
+    discriminator's learning rate as a multiple of the generator's (`Config.learning_rate`)."""
+    real_logits: Callable[[nnx.Module, dict], Any]  # (model, batch) -> D(real)
+    fake_logits: Callable[[nnx.Module, Any], Any]  # (model, output) -> D(fake)
+    generator_loss: Callable[[Any, dict, Any, Config], jax.Array]  # (out, batch, D(fake), config)
+    discriminator_loss: Callable[[Any, Any], jax.Array]  # (D(real), D(fake))
     discriminator_lr_ratio: float = 1.0
 
 
@@ -57,6 +60,7 @@ class Task:
     kernel: Callable[[Any], jax.Array | None]  # output -> estimated kernels [N, k, k] or None
     stage_images: Callable[[Any], tuple]  # output -> intermediate images, for the sample grids
     adversarial: Adversarial | None = None
+    clip_value: float = 0.0  # the paper's elementwise gradient clipping (0: none)
     interpretable: bool = False  # every layer is a step of an optimisation algorithm (Table VI)
     estimates_kernel: bool = False
 
@@ -81,9 +85,14 @@ def _build_baseline(name: str):
     return build
 
 
-def _cnn_task(name: str, loss, adversarial: Adversarial | None = None) -> Task:
+def _full_size(images) -> tuple:
+    """The multi-scale outputs at the input's size (the sample grids compare them with the sharp image)."""
+    return tuple(u for u in images if u.shape == images[-1].shape)
+
+
+def _cnn_task(name: str, loss, **kwargs) -> Task:
     return Task(build=_build_baseline(name), loss=loss, image=lambda out: out.images[-1],
-                kernel=lambda out: None, stage_images=lambda out: out.images, adversarial=adversarial)
+                kernel=lambda out: None, stage_images=lambda out: _full_size(out.images), **kwargs)
 
 
 TASKS = {
@@ -98,14 +107,19 @@ TASKS = {
         estimates_kernel=True,
     ),
     # The CNN baselines (papers/madn.txt, idc.txt, mtwdn.txt): multi-scale outputs, coarse to fine.
+    # MADN (Section 5.1): Adam 1e-4 for G and 4e-4 for D, gradients clipped at 2; `loss` is the
+    # content part of eq. (10) alone (no discriminator), for studies outside the GAN step.
     "madn": _cnn_task(
         "MADN",
-        loss=lambda out, batch, c: losses.madn_generator_loss(out, batch["sharp"], None),
+        loss=lambda out, batch, c: losses.madn_generator_loss(out, batch["sharp"], ()),
         adversarial=Adversarial(
+            real_logits=lambda model, batch: model.real_logits(batch["sharp"]),
+            fake_logits=lambda model, out: model.fake_logits(out),
             generator_loss=lambda out, batch, d_fake, c: losses.madn_generator_loss(
                 out, batch["sharp"], d_fake),
-            discriminator_loss=lambda d_real, d_fake: losses.madn_discriminator_loss(d_real, d_fake),
-            discriminator_lr_ratio=4.0)),  # MADN: Adam 1e-4 (G) and 4e-4 (D)
+            discriminator_loss=losses.madn_discriminator_loss,
+            discriminator_lr_ratio=4.0),
+        clip_value=2.0),
     "idc": _cnn_task("IDC", loss=lambda out, batch, c: losses.idc_loss(out, batch["sharp"])),
     "mtwdn": _cnn_task("MTWDN", loss=lambda out, batch, c: losses.mtwdn_loss(out, batch["sharp"])),
 }
@@ -144,8 +158,10 @@ class AdversarialTx:
 
 
 def _adam(config: Config, schedule):
-    adam = optax.adam(schedule)
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip else adam
+    clips = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
+    clip_value = TASKS[config.model].clip_value
+    clips += [optax.clip(clip_value)] if clip_value else []
+    return optax.chain(*clips, optax.adam(schedule)) if clips else optax.adam(schedule)
 
 
 def make_optimizer(config: Config, total_steps: int, drop_step: int):
@@ -201,9 +217,11 @@ def _adversarial_step(graphdef, config: Config, tx: AdversarialTx, task: Task):
     updated discriminator. The generator runs forward once: its vjp is kept for the second update."""
     adversarial = task.adversarial
 
-    def discriminate(g_params, d_params, images):
-        model, images = _compute(graphdef, nnx.State.merge(g_params, d_params), images, config)
-        return model.discriminator(images).astype(jnp.float32)
+    def judge(g_params, d_params, logits_fn, x):
+        params = nnx.State.merge(g_params, d_params)
+        if config.bf16:
+            params, x = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, x))
+        return _float32(logits_fn(nnx.merge(graphdef, params), x))
 
     def train_step(state, batch):
         d_params, g_params = split_discriminator(state["params"])
@@ -213,19 +231,19 @@ def _adversarial_step(graphdef, config: Config, tx: AdversarialTx, task: Task):
             return _float32(model(inputs))
 
         out, pullback = jax.vjp(generate, g_params)
-        fake = jax.lax.stop_gradient(task.image(out))
+        fake = jax.lax.stop_gradient(out)
 
         def d_loss_fn(d):
-            return adversarial.discriminator_loss(discriminate(g_params, d, batch["sharp"]),
-                                                  discriminate(g_params, d, fake))
+            return adversarial.discriminator_loss(judge(g_params, d, adversarial.real_logits, batch),
+                                                  judge(g_params, d, adversarial.fake_logits, fake))
 
         d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_params)
         d_updates, d_opt = tx.discriminator.update(d_grads, state["opt_state"]["discriminator"], d_params)
         d_params = optax.apply_updates(d_params, d_updates)
 
         def g_loss_fn(out):
-            return adversarial.generator_loss(out, batch, discriminate(g_params, d_params,
-                                                                       task.image(out)), config)
+            d_fake = judge(g_params, d_params, adversarial.fake_logits, out)
+            return adversarial.generator_loss(out, batch, d_fake, config)
 
         g_loss, out_grads = jax.value_and_grad(g_loss_fn)(out)
         (g_grads,) = pullback(out_grads)
