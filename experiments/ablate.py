@@ -154,7 +154,9 @@ def markdown(rows: list[dict], compile_rows: list[dict], base: Config) -> str:
         lines.append("| " + " | ".join([axis] + [str(r["value"]) for r in group]) + " |")
         lines.append("|" + "---|" * (len(group) + 1))
         for key, label, digits in (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("rmse", "RMSE", 4),
-                                   ("num_params", "parameters", 0), ("train_seconds", "train s", 1)):
+                                   ("psnr_input", "PSNR of the blurred input", 2),
+                                   ("kernel_mnc", "kernel MNC", 4), ("num_params", "parameters", 0),
+                                   ("train_seconds", "train s", 1)):
             lines.append("| " + " | ".join([label] + [_fmt(r.get(key), digits) for r in group]) + " |")
         lines.append("")
     with_kernels = [r for r in rows if r.get("h_kernel_mnc") is not None]
