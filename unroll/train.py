@@ -127,7 +127,7 @@ TASKS = {
 
 def split_discriminator(params):
     """(discriminator parameters, everything else) of a GAN's parameter state."""
-    return params.split(nnx.PathContains("discriminator"), ...)
+    return nnx.split_state(params, nnx.PathContains("discriminator"), ...)
 
 
 def build_model(config: Config):
@@ -218,7 +218,7 @@ def _adversarial_step(graphdef, config: Config, tx: AdversarialTx, task: Task):
     adversarial = task.adversarial
 
     def judge(g_params, d_params, logits_fn, x):
-        params = nnx.State.merge(g_params, d_params)
+        params = nnx.merge_state(g_params, d_params)
         if config.bf16:
             params, x = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, x))
         return _float32(logits_fn(nnx.merge(graphdef, params), x))
@@ -227,7 +227,7 @@ def _adversarial_step(graphdef, config: Config, tx: AdversarialTx, task: Task):
         d_params, g_params = split_discriminator(state["params"])
 
         def generate(g):
-            model, inputs = _compute(graphdef, nnx.State.merge(g, d_params), batch["blurred"], config)
+            model, inputs = _compute(graphdef, nnx.merge_state(g, d_params), batch["blurred"], config)
             return _float32(model(inputs))
 
         out, pullback = jax.vjp(generate, g_params)
@@ -250,7 +250,7 @@ def _adversarial_step(graphdef, config: Config, tx: AdversarialTx, task: Task):
         g_updates, g_opt = tx.generator.update(g_grads, state["opt_state"]["generator"], g_params)
         g_params = optax.apply_updates(g_params, g_updates)
         metrics = {"loss": g_loss, "discriminator_loss": d_loss, "grad_norm": optax.tree.norm(g_grads)}
-        return {"params": nnx.State.merge(g_params, d_params),
+        return {"params": nnx.merge_state(g_params, d_params),
                 "opt_state": {"generator": g_opt, "discriminator": d_opt},
                 "step": state["step"] + 1}, metrics
 
