@@ -79,7 +79,7 @@ def test_madn_step_is_discriminator_then_generator_against_the_updated_discrimin
 
 @pytest.mark.parametrize("model", ["madn", "mtwdn"])
 def test_baseline_trains_resumes_and_evaluates(tmp_path, model):
-    config = tiny_config(model=model, features=4, scales=2, steps=2, save_every=2)
+    config = tiny_config(model=model, features=4, scales=1, steps=2, save_every=2)
     results = train.train_and_evaluate(config, tmp_path)
     assert results["model"] == model and results["step"] == 2
     assert np.isfinite(results["psnr"]) and results["kernel_mnc"] is None
@@ -87,7 +87,7 @@ def test_baseline_trains_resumes_and_evaluates(tmp_path, model):
     assert saved["num_params"] == results["num_params"] > 1000
     assert (tmp_path / "eval" / "psnr_boxplot.png").exists()
     # Resume (optimiser state of both networks restored) for one more step.
-    again = train.train_and_evaluate(tiny_config(model=model, features=4, scales=2, steps=3,
+    again = train.train_and_evaluate(tiny_config(model=model, features=4, scales=1, steps=3,
                                                  save_every=3), tmp_path)
     assert again["step"] == 3
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
