@@ -181,3 +181,27 @@ def test_cli_trains_then_refuses_another_configuration(tmp_path):
                f"--output_dir={tmp_path / 'bad'}", "--tile_size=32", "--tile_overlap=40")
     assert bad.returncode != 0 and "--tile_overlap" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_multiband_tiffs_train_evaluate_and_deblur(tmp_path):
+    """A model built for C = 4 bands trains on 4-band 16-bit TIFFs and deblurs one into a 4-band TIFF."""
+    import tifffile
+
+    from unroll import deblur
+
+    rng = np.random.default_rng(0)
+    for folder, count in (("train", 3), ("test", 2)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            smooth = np.cumsum(np.cumsum(rng.random((64, 64, 4)), 0), 1)
+            pixels = (smooth / smooth.max() * 60000).astype(np.uint16)
+            tifffile.imwrite(tmp_path / folder / f"scene{i}.tif", pixels, photometric="minisblack",
+                             planarconfig="contig")
+    config = tiny_config(channels=4, train_dir=str(tmp_path / "train"), test_dir=str(tmp_path / "test"),
+                         steps=2, save_every=2, batch_size=2)
+    results = train.train_and_evaluate(config, tmp_path / "run")
+    assert np.isfinite(results["psnr"]) and results["num_images"] == 2
+    written = deblur.deblur_files(config, tmp_path / "run", [tmp_path / "test" / "scene0.tif"],
+                                  tmp_path / "out")
+    out = tifffile.imread(written[0])
+    assert out.shape == (64, 64, 4) and out.dtype == np.uint16

@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 
 def _show(ax, image, title):
     image = np.clip(np.asarray(image, np.float32), 0, 1)
+    if image.shape[-1] not in (1, 3):  # multispectral: the first three bands as a false-colour view
+        image = image[..., :3] if image.shape[-1] > 3 else image[..., :1]
     ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
