@@ -49,11 +49,15 @@ def kernel_loss(h, sharp, blurred, boundary: str = "symmetric"):
 
 
 def mgstnet_loss_terms(output, sharp, blurred, boundary: str = "symmetric"):
-    """Batch-mean Charbonnier and kernel loss of every stage: dict of arrays `[stages]`."""
+    """Batch-mean Charbonnier and kernel loss of every stage: dict of arrays `[stages]`.
+
+    The stages are stacked and mapped over, not looped over in Python: the compiled loss then has one
+    copy of each term whatever the stage count (with `remat`'s scan, compile time stays flat in K).
+    """
+    images, kernels = jnp.stack(output.images), jnp.stack(output.kernels)
     return {
-        "charbonnier": jnp.stack([jnp.mean(charbonnier(u, sharp)) for u in output.images]),
-        "kernel": jnp.stack([jnp.mean(kernel_loss(h, sharp, blurred, boundary))
-                             for h in output.kernels]),
+        "charbonnier": jax.vmap(lambda u: jnp.mean(charbonnier(u, sharp)))(images),
+        "kernel": jax.vmap(lambda h: jnp.mean(kernel_loss(h, sharp, blurred, boundary)))(kernels),
     }
 
 
