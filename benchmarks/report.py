@@ -114,6 +114,10 @@ def headline(sections: dict) -> list[tuple[str, str]]:
                      _num(row["trace_lower_s"] + row["compile_s"])))
     for key, stats in (get("model", "memory") or {}).items():
         rows.append((f"gradient temp memory, {key} (MB)", _num(stats["temp_bytes"] / 2 ** 20)))
+    for run in get("tiled", "runs") or []:
+        size = f"{run['size']}x{run['size']}"
+        rows.append((f"tiled deblurring {size} (s per megapixel)", _num(run["seconds_per_megapixel"])))
+        rows.append((f"tiled deblurring {size} (peak RSS, MB)", _num(run["rss_peak_mib"])))
     return rows
 
 
