@@ -21,12 +21,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from experiments.mgstnet import FLAGS, config_from_flags
+from experiments.mgstnet import FLAGS, config_from_flags, run_reporting_user_errors
 from unroll.config import Config, ConfigError
 
 AXES = ("stages", "scales", "kernel_rcabs", "image_rcabs", "threshold", "kernel_prox")
@@ -230,27 +229,21 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
     return rows
 
 
-def main(argv):
-    from unroll.checkpoint import CheckpointError
-    from unroll.data import DataError
-
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def run(argv):
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r}")
+    base = config_from_flags().validate()
+    sweeps = parse_sweeps(FLAGS.sweep, FLAGS.values)
     try:
-        if len(argv) > 1:
-            raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r}")
-        base = config_from_flags().validate()
-        sweeps = parse_sweeps(FLAGS.sweep, FLAGS.values)
-        try:
-            stages = [int(s) for s in FLAGS.compile_stages] if FLAGS.compile_stages else None
-        except ValueError:
-            raise ConfigError(f"--compile_stages={','.join(FLAGS.compile_stages)}: "
-                              "need integers") from None
-        ablate(base, sweeps, FLAGS.workdir, stages)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
-            FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        stages = [int(s) for s in FLAGS.compile_stages] if FLAGS.compile_stages else None
+    except ValueError:
+        raise ConfigError(f"--compile_stages={','.join(FLAGS.compile_stages)}: "
+                          "need integers") from None
+    ablate(base, sweeps, FLAGS.workdir, stages)
+
+
+def main(argv):
+    run_reporting_user_errors(run, argv)
 
 
 if __name__ == "__main__":

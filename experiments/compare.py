@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from experiments.mgstnet import FLAGS, config_from_flags
+from experiments.mgstnet import FLAGS, config_from_flags, run_reporting_user_errors
 from unroll.config import MODELS, Config, ConfigError
 
 flags.DEFINE_list("models", list(MODELS), f"models to compare: {', '.join(MODELS)}")
@@ -105,27 +104,21 @@ def compare(base: Config, models, noise_levels, workdir, baseline_features: int 
     return rows
 
 
-def main(argv):
-    from unroll.checkpoint import CheckpointError
-    from unroll.data import DataError
-
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def run(argv):
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r}")
+    base = config_from_flags().validate()
     try:
-        if len(argv) > 1:
-            raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r}")
-        base = config_from_flags().validate()
-        try:
-            noise_levels = [float(n) for n in FLAGS.noise_levels]
-        except ValueError:
-            raise ConfigError(f"--noise_levels={','.join(FLAGS.noise_levels)}: need numbers") from None
-        if not FLAGS.models or not noise_levels:
-            raise ConfigError("--models and --noise_levels must not be empty")
-        compare(base, FLAGS.models, noise_levels, FLAGS.workdir, FLAGS.baseline_features)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
-            FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        noise_levels = [float(n) for n in FLAGS.noise_levels]
+    except ValueError:
+        raise ConfigError(f"--noise_levels={','.join(FLAGS.noise_levels)}: need numbers") from None
+    if not FLAGS.models or not noise_levels:
+        raise ConfigError("--models and --noise_levels must not be empty")
+    compare(base, FLAGS.models, noise_levels, FLAGS.workdir, FLAGS.baseline_features)
+
+
+def main(argv):
+    run_reporting_user_errors(run, argv)
 
 
 if __name__ == "__main__":

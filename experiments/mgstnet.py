@@ -132,18 +132,24 @@ def run(argv):
                             which=FLAGS.checkpoint)
 
 
-def main(argv):
+def run_reporting_user_errors(run_fn, argv):
+    """`run_fn(argv)` with a user's mistake (a flag, a file, a checkpoint) reported on one line and
+    exit code 2, never a traceback. Shared by every entry point of `experiments`."""
     from unroll.checkpoint import CheckpointError
     from unroll.data import DataError
 
     if not FLAGS["verbosity"].present:  # orbax and grain log every save at INFO
         logging.set_verbosity(logging.WARNING)
     try:
-        run(argv)
+        run_fn(argv)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
             FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(argv):
+    run_reporting_user_errors(run, argv)
 
 
 if __name__ == "__main__":
