@@ -31,8 +31,8 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from unroll.models.blocks import Keys, as_keys, conv
-from unroll.models.madn import (crop, deconv, pad_to_multiple, pyramid, resize, scaled_size,
-                               strided_conv)
+from unroll.models.madn import (check_sizes, crop, deconv, pad_to_multiple, pyramid, resize,
+                               scaled_size, strided_conv)
 
 KERNEL = 5            # Table 1: every convolution and ResBlock is 5x5
 DECONV_KERNEL = 4     # Table 1: deconvolutions are 4x4
@@ -44,10 +44,10 @@ class ResBlock(nnx.Module):
     """x + conv5x5(ReLU(conv5x5(x))) (Section 3.1: "two convolution layers and activation
     functions, and the convolution layers are in skip connection")."""
 
-    def __init__(self, features: int, *, rngs: nnx.Rngs | Keys):
+    def __init__(self, features: int, kernel_size: int = KERNEL, *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
-        self.conv1 = conv(features, features, KERNEL, rngs=rngs)
-        self.conv2 = conv(features, features, KERNEL, rngs=rngs)
+        self.conv1 = conv(features, features, kernel_size, rngs=rngs)
+        self.conv2 = conv(features, features, kernel_size, rngs=rngs)
 
     def __call__(self, x):
         return x + self.conv2(jax.nn.relu(self.conv1(x)))
@@ -150,11 +150,7 @@ class IDC(nnx.Module):
 
     def __init__(self, channels: int = 3, features: int = 32, scales: int = 3, *,
                  resblocks: int = RESBLOCKS, rngs: nnx.Rngs | None = None):
-        for name, value in (("channels", channels), ("features", features), ("scales", scales)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if resblocks < 0:
-            raise ValueError(f"resblocks must be >= 0, got {resblocks}")
+        check_sizes(channels, features, scales, resblocks)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.scales = scales

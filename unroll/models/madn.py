@@ -60,6 +60,15 @@ RESIZE_METHOD = "cubic"  # Section 4.1: bicubic interpolation whenever the image
 
 # --- Multi-scale helpers shared by the CNN baselines (MADN, IDC, MTWDN) and their losses ----------
 
+def check_sizes(channels: int, features: int, scales: int, resblocks: int):
+    """The constructor arguments shared by MADN, IDC and MTWDN."""
+    for name, value in (("channels", channels), ("features", features), ("scales", scales)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if resblocks < 0:
+        raise ValueError(f"resblocks must be >= 0, got {resblocks}")
+
+
 def pad_to_multiple(x, multiple: int):
     """Symmetric padding at the bottom/right of `[N, H, W, C]` up to multiples of `multiple`.
 
@@ -405,11 +414,7 @@ class MADN(nnx.Module):
 
     def __init__(self, channels: int = 3, features: int = 64, scales: int = 3, *,
                  resblocks: int = RESBLOCKS, rngs: nnx.Rngs | None = None):
-        for name, value in (("channels", channels), ("features", features), ("scales", scales)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if resblocks < 0:
-            raise ValueError(f"resblocks must be >= 0, got {resblocks}")
+        check_sizes(channels, features, scales, resblocks)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.scales = scales

@@ -26,8 +26,9 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from unroll.models.blocks import Keys, as_keys, conv
-from unroll.models.madn import (crop, deconv, pad_to_multiple, pyramid, resize, scaled_size,
-                               strided_conv)
+from unroll.models.idc import ResBlock  # x + conv(ReLU(conv(x))), 3x3 here
+from unroll.models.madn import (check_sizes, crop, deconv, pad_to_multiple, pyramid, resize,
+                               scaled_size, strided_conv)
 
 KERNEL = 3             # Section 4: "We set the convolution kernel size 3x3"
 DECONV_KERNEL = 4      # not given; Tao et al.'s
@@ -35,22 +36,10 @@ RESBLOCKS = 3          # Section 3.1: three residual blocks per encoder / decode
 RESIZE_METHOD = "linear"  # not given; bilinear as in Tao et al.
 
 
-class ResBlock(nnx.Module):
-    """x + conv3x3(ReLU(conv3x3(x)))."""
-
-    def __init__(self, features: int, *, rngs: nnx.Rngs | Keys):
-        rngs = as_keys(rngs)
-        self.conv1 = conv(features, features, KERNEL, rngs=rngs)
-        self.conv2 = conv(features, features, KERNEL, rngs=rngs)
-
-    def __call__(self, x):
-        return x + self.conv2(jax.nn.relu(self.conv1(x)))
-
-
 class ResBlocks(nnx.Module):
     def __init__(self, features: int, count: int = RESBLOCKS, *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
-        self.blocks = nnx.List([ResBlock(features, rngs=rngs) for _ in range(count)])
+        self.blocks = nnx.List([ResBlock(features, KERNEL, rngs=rngs) for _ in range(count)])
 
     def __call__(self, x):
         for block in self.blocks:
@@ -142,11 +131,7 @@ class MTWDN(nnx.Module):
 
     def __init__(self, channels: int = 3, features: int = 32, scales: int = 3, *,
                  resblocks: int = RESBLOCKS, rngs: nnx.Rngs | None = None):
-        for name, value in (("channels", channels), ("features", features), ("scales", scales)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if resblocks < 0:
-            raise ValueError(f"resblocks must be >= 0, got {resblocks}")
+        check_sizes(channels, features, scales, resblocks)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.scales = scales
