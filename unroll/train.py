@@ -298,7 +298,9 @@ def global_batch(batch: dict, mesh) -> dict:
 class Progress:
     """A one-line progress bar on stderr (a TTY) or a line per log interval (files, CI)."""
 
-    def __init__(self, total: int, start: int, stream=sys.stderr):
+    def __init__(self, total: int, start: int, stream=None):
+        # Looked up per call, not at import: tests and tools may swap sys.stderr in between.
+        stream = sys.stderr if stream is None else stream
         self.total, self.start, self.stream = total, start, stream
         self.t0 = time.perf_counter()
         self.tty = hasattr(stream, "isatty") and stream.isatty()
