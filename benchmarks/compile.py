@@ -3,9 +3,9 @@
     python -m benchmarks.compile [--stages=1,3,6,10] [--config=demo|paper]
 
 Prints JSON: per stage count and mode, the seconds to trace and lower, and to XLA-compile, with JAX's
-persistent compilation cache off. Without remat the stages are a Python loop, so XLA sees K copies of
-a stage; with remat they are a `lax.scan` over one checkpointed stage body, so compile time should
-barely grow with K.
+persistent compilation cache off. The stages are a `lax.scan` over parameters stored stacked (a
+checkpointed body with remat), so XLA compiles one stage body and the optimiser update sees one
+stage's leaves whatever K: compile time should barely grow with K.
 """
 
 from __future__ import annotations

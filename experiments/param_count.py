@@ -45,15 +45,16 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(str(e))
     total = count(model)
-    stage = model.stages[0]
+    stage = model.stages  # all stages, parameters stacked on a leading axis
+    per_stage = lambda module: count(module) // model.num_stages  # noqa: E731
     print(f"MGSTNet parameters: {total:,} ({total / 1e6:.2f}M)")
-    print(f"  per stage: {count(stage):,}")
+    print(f"  per stage: {per_stage(stage):,}")
     if stage.kernel_prox is not None:
-        print(f"    kernel prox (KPM, G and G~): {count(stage.kernel_prox):,}")
+        print(f"    kernel prox (KPM, G and G~): {per_stage(stage.kernel_prox):,}")
     prox = stage.image_prox
-    print(f"    image prox (IPMM): {count(prox):,}"
-          f" = F {count(prox.extractor):,} + F~ {count(prox.inverse):,}"
-          f" + thresholds {count(prox.thresholds):,}")
+    print(f"    image prox (IPMM): {per_stage(prox):,}"
+          f" = F {per_stage(prox.extractor):,} + F~ {per_stage(prox.inverse):,}"
+          f" + thresholds {per_stage(prox.thresholds):,}")
 
 
 if __name__ == "__main__":

@@ -49,14 +49,15 @@ SLOTS = {"mu": ("raw_mu",), "rho": ("raw_rho",),
          "image_p": ("image_prox", "thresholds", 0, "p0")}
 
 
-def _raw_value(params, keys):
+def _raw_value(params, keys, k):
+    """Stage k's entry of the raw scalar at `keys` (stage parameters are stacked on axis 0)."""
     (leaf,) = [x for path, x in jax.tree_util.tree_flatten_with_path(params)[0] if _names(path) == keys]
-    return float(leaf)
+    return float(leaf[k])
 
 
-def _with_raw(params, keys, raw):
+def _with_raw(params, keys, k, raw):
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.asarray(raw, x.dtype) if _names(path) == keys else x, params)
+        lambda path, x: x.at[k].set(raw) if _names(path) == keys else x, params)
 
 
 def _constrain(name, raw):
@@ -96,10 +97,10 @@ def float64_study():
         finite = {}
         for name, tail in SLOTS.items():
             for k in range(config.stages):
-                keys = ("stages", k) + tail
-                v = _constrain(name, _raw_value(params, keys))
+                keys = ("stages",) + tail
+                v = _constrain(name, _raw_value(params, keys, k))
                 step = 1e-5 * min(v, 1 - v) if name == "image_p" else 1e-5 * v
-                up, down = (objectives(_with_raw(params, keys, _unconstrain(name, v + s)))
+                up, down = (objectives(_with_raw(params, keys, k, _unconstrain(name, v + s)))
                             for s in (step, -step))
                 finite[(name, k)] = np.asarray((up - down) / (2 * step))
         return {"hyper": hyper, "norms": norms, "grads": grads, "finite": finite,
@@ -124,7 +125,7 @@ def test_hypergradients_match_finite_differences(float64_study):
 
 def _stage_groups_directly(grads, k):
     """Squared norms of stage k's kernel prox, image prox and scalars from the nested gradient."""
-    stage = nnx.to_pure_dict(grads["stages"][k])
+    stage = jax.tree.map(lambda x: x[k], nnx.to_pure_dict(grads["stages"]))  # stacked on axis 0
     scalars = [stage.pop("raw_mu"), stage.pop("raw_rho"), stage["kernel_prox"].pop("threshold"),
                stage["image_prox"].pop("thresholds")]
     sq = lambda tree: sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(tree))  # noqa: E731

@@ -102,11 +102,11 @@ def test_paper_configuration_parameter_count():
 def test_scale_widths_are_the_papers():
     assert blocks.scale_widths(64, 3) == (64, 96, 128)
     model = abstract(stages=1)
-    prox = model.stages[0].image_prox
+    prox = model.stages.image_prox  # parameters stacked over the stages on axis 0
     assert prox.extractor.body.widths == (64, 96, 128)
-    assert prox.extractor.head.kernel.shape == (3, 3, 3, 64)
-    assert prox.inverse.tail.kernel.shape == (3, 3, 64, 3)
-    assert model.stages[0].kernel_prox.extractor_head.kernel.shape == (3, 3, 1, 32)
+    assert prox.extractor.head.kernel.shape == (1, 3, 3, 3, 64)
+    assert prox.inverse.tail.kernel.shape == (1, 3, 3, 64, 3)
+    assert model.stages.kernel_prox.extractor_head.kernel.shape == (1, 3, 3, 1, 32)
 
 
 # (b) ---------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_output_shapes_and_kernel_constraints(channels, size, scales):
     out = forward(model, g)
     assert isinstance(out, MGSTNetOutput)
     for seq in (out.images, out.kernels, out.kernels_grad, out.images_grad):
-        assert isinstance(seq, tuple) and len(seq) == stages
+        assert len(seq) == stages  # stacked over the stages
     k = TINY["kernel_size"]
     for u, h, s, r in zip(out.images, out.kernels, out.kernels_grad, out.images_grad):
         assert u.shape == r.shape == g.shape
@@ -129,8 +129,8 @@ def test_output_shapes_and_kernel_constraints(channels, size, scales):
         assert np.all(np.isfinite(u)) and np.all(np.isfinite(h))
         assert np.all(np.asarray(h) >= 0)
         np.testing.assert_allclose(np.sum(h, axis=(1, 2)), 1.0, rtol=1e-5)
-    # The result is a pytree: jit returned it, with 4 arrays per stage.
-    assert len(jax.tree.leaves(out)) == 4 * stages
+    # The result is a pytree: jit returned it, 4 arrays stacked over the stages.
+    assert [x.shape[0] for x in jax.tree.leaves(out)] == [stages] * 4
 
 
 def test_bfloat16_images_and_parameters():
@@ -167,7 +167,8 @@ def _plain_steps(model, g):
     h = jnp.broadcast_to(jnp.asarray(kernels.uniform(model.kernel_size)), (g.shape[0],) +
                          (model.kernel_size,) * 2)
     u, hs, us, ss = g, [], [], []
-    for stage in model.stages:
+    for k in range(model.num_stages):
+        stage = model.stage(k)
         s = steps.kernel_step(h, u, g, stage.mu, "symmetric")
         h = steps.normalize_kernel(s)
         u = steps.image_step(u, h, g, stage.rho, "symmetric")
@@ -181,9 +182,9 @@ def test_zeroed_prox_networks_reduce_to_plain_steps(kernel_prox):
                     **TINY)
     _, g, _ = sample_batch(2, (19, 16))
     # Move the step sizes off their initial values so that they are really read from the stages.
-    for i, stage in enumerate(model.stages):
-        stage.raw_mu[...] = stage.raw_mu[...] + 0.5 * (i + 1)
-        stage.raw_rho[...] = stage.raw_rho[...] - 0.3 * (i + 1)
+    stages = model.stages  # every parameter stacked over the stages on axis 0
+    stages.raw_mu[...] = stages.raw_mu[...] + 0.5 * jnp.arange(1, 3)
+    stages.raw_rho[...] = stages.raw_rho[...] - 0.3 * jnp.arange(1, 3)
     hs, us, ss = _plain_steps(model, g)
 
     before = forward(model, g)  # the untrained priors do change the result
@@ -191,12 +192,11 @@ def test_zeroed_prox_networks_reduce_to_plain_steps(kernel_prox):
     if kernel_prox:
         assert not np.allclose(before.kernels[-1], hs[-1], atol=1e-6)
 
-    for stage in model.stages:
-        _zero(stage.image_prox.inverse.tail)          # F~ contributes 0 -> u_k = r_k
-        if kernel_prox:
-            _zero(stage.kernel_prox.inverse_tail)     # G~ contributes 0 -> h_{k-1/2} = s_k
-        else:
-            assert stage.kernel_prox is None
+    _zero(stages.image_prox.inverse.tail)          # F~ contributes 0 -> u_k = r_k (every k)
+    if kernel_prox:
+        _zero(stages.kernel_prox.inverse_tail)     # G~ contributes 0 -> h_{k-1/2} = s_k
+    else:
+        assert stages.kernel_prox is None
     out = forward(model, g)
     for k in range(2):
         np.testing.assert_allclose(out.kernels_grad[k], ss[k], rtol=1e-4, atol=1e-7)
@@ -229,10 +229,14 @@ def test_remat_scans_checkpointed_stages_with_the_same_loss_and_gradients():
     np.testing.assert_allclose(loss_remat, loss, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_remat)):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5 * float(np.max(np.abs(a))))
-    # Traced only: one scan over the stages, whose body is checkpointed (a remat2 primitive).
-    graphdef, state = nnx.split(remat)
-    jaxpr = str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(g).images)(state))
-    assert jaxpr.count("remat2[") == 1 and "scan[" in jaxpr
+    # Traced only: one scan over the stages in both, whose body is checkpointed (a remat2
+    # primitive) only with remat.
+    for model, checkpoints in ((plain, 0), (remat, 1)):
+        graphdef, state = nnx.split(model)
+        jaxpr = jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(g).images)(state).jaxpr
+        (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+        assert scan.params["length"] == 2
+        assert str(jaxpr).count("remat2[") == checkpoints
 
 
 # (e) ---------------------------------------------------------------------------------------------
@@ -283,12 +287,11 @@ def test_scales_axis():
     for scales in (1, 2, 3):
         model = abstract(stages=1, scales=scales, **TINY)
         counts.append(_params(model))
-        for stage in model.stages:
-            prox = stage.image_prox
-            assert len(prox.thresholds) == scales
-            assert all(isinstance(t, mgstnet.GST) for t in prox.thresholds)
-            assert len(prox.extractor.body.widths) == scales == len(prox.inverse.body.widths)
-            assert prox.multiple == 2 ** (scales - 1)
+        prox = model.stages.image_prox
+        assert len(prox.thresholds) == scales
+        assert all(isinstance(t, mgstnet.GST) for t in prox.thresholds)
+        assert len(prox.extractor.body.widths) == scales == len(prox.inverse.body.widths)
+        assert prox.multiple == 2 ** (scales - 1)
     assert counts[0] < counts[1] < counts[2], counts
 
 
@@ -301,25 +304,25 @@ def test_stages_axis():
         graphdef, state = nnx.split(model)
         out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, g)
         assert len(out.images) == len(out.kernels) == len(out.kernels_grad) == stages
-        assert len(model.stages) == stages
+        assert model.num_stages == stages
     # Stages do not share parameters: the count is linear in the number of stages.
     assert counts[1] == 3 * counts[0]
 
 
 def test_stages_do_not_share_parameters():
     model = MGSTNet(stages=2, scales=1, kernel_rcabs=1, image_rcabs=1, **TINY)
-    a, b = (stage.image_prox.extractor.head.kernel[...] for stage in model.stages)
+    a, b = (model.stage(k).image_prox.extractor.head.kernel[...] for k in range(2))
     assert a.shape == b.shape and not np.allclose(a, b)
 
 
 def test_threshold_and_kernel_prox_ablations():
     base = dict(stages=1, scales=3, kernel_rcabs=2, **TINY)
     gst, soft = abstract(**base), abstract(**base, threshold="soft")
-    assert all(isinstance(t, mgstnet.SoftThreshold) for t in soft.stages[0].image_prox.thresholds)
+    assert all(isinstance(t, mgstnet.SoftThreshold) for t in soft.stages.image_prox.thresholds)
     # GST has one p0 more than the soft threshold per scale.
     assert _params(gst) - _params(soft) == 3
     no_kpm = abstract(**base, kernel_prox=False)
-    assert no_kpm.stages[0].kernel_prox is None
+    assert no_kpm.stages.kernel_prox is None
     # KPM: conv3x3 1 -> c, 2 + 2 RCABs, conv3x3 c -> 1 and its threshold.
     c = TINY["kernel_features"]
     kpm = (9 * c + c) + 4 * _rcab_params(c) + (9 * c + 1) + 1
@@ -328,7 +331,7 @@ def test_threshold_and_kernel_prox_ablations():
 
 def test_learned_scalars_start_at_documented_values():
     model = MGSTNet(stages=1, scales=2, kernel_rcabs=1, image_rcabs=1, **TINY)
-    stage = model.stages[0]
+    stage = model.stage(0)
     np.testing.assert_allclose(stage.mu, mgstnet.MU_INIT, rtol=1e-6)
     np.testing.assert_allclose(stage.rho, mgstnet.RHO_INIT, rtol=1e-6)
     for t in stage.image_prox.thresholds:

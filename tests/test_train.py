@@ -205,3 +205,34 @@ def test_multiband_tiffs_train_evaluate_and_deblur(tmp_path):
                                   tmp_path / "out")
     out = tifffile.imread(written[0])
     assert out.shape == (64, 64, 4) and out.dtype == np.uint16
+
+
+def test_checkpoint_of_per_stage_layout_restores_stacked(tmp_path):
+    """Checkpoints written when every MGSTNet stage was its own module (`stages/<k>/...`) restore
+    into today's stacked parameters; another network is refused in one line."""
+    from flax import nnx
+
+    config = tiny_config(stages=2, scales=1, kernel_rcabs=0, image_rcabs=0, features=4)
+    graphdef, params = train.build_model(config)
+    model = nnx.merge(graphdef, params)
+    old_params = nnx.State({"stages": nnx.State(
+        {k: nnx.split(model.stage(k))[1] for k in range(2)})})
+    tx, _ = train.make_optimizer(config, 10, 10)
+
+    def one_update(p):  # non-zero Adam moments, elementwise: per stage or stacked alike
+        updates, opt_state = tx.update(jax.tree.map(jnp.sin, p), tx.init(p), p)
+        return {"params": p, "opt_state": opt_state, "step": jnp.asarray(3, jnp.int32)}
+
+    with checkpoint.Checkpoints(tmp_path) as ckpt:
+        ckpt.save(3, one_update(old_params), {"next_index": 12}, config)
+        expected = one_update(params)
+        step, state, data_state = ckpt.restore(jax.tree.map(jnp.zeros_like, expected))
+    assert step == 3 and data_state == {"next_index": 12}
+    assert jax.tree.structure(state) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+
+    other = one_update(train.build_model(dataclasses.replace(config, features=8))[1])
+    with checkpoint.Checkpoints(tmp_path) as ckpt, pytest.raises(checkpoint.CheckpointError) as e:
+        ckpt.restore(other)
+    assert "does not fit this network" in str(e.value) and "\n" not in str(e.value)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from unroll.config import Config
 
@@ -83,14 +85,31 @@ class Checkpoints:
             best.save(step, args=args, metrics={"psnr": float(metrics["psnr"])}, force=True)
 
     def restore(self, state_template, which: str = "latest"):
-        """(step, state, data_state) of the newest (or best) save, or None when there is none."""
+        """(step, state, data_state) of the newest (or best) save, or None when there is none.
+
+        Checkpoints of MGSTNet written before its stages were stored stacked (one entry per stage,
+        `stages/0/...`) are read too, and stacked on the way in.
+        """
         step = self.step(which)
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+        try:
+            state, data = self._restore(which, step, abstract)
+        except ValueError as error:
+            try:
+                state, data = self._restore(which, step, _per_stage(abstract))
+            except (ValueError, _NoStages):
+                raise CheckpointError(
+                    f"{self.root / which} step {step} does not fit this network (another parameter "
+                    f"layout): {str(error).splitlines()[0]}") from None
+            state = _stacked(state)
+        return step, state, data
+
+    def _restore(self, which, step, abstract):
         restored = self._manager(which).restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-        return step, restored["state"], restored["data"]
+        return restored["state"], restored["data"]
 
     def close(self):
         for manager in self._managers.values():
@@ -102,3 +121,50 @@ class Checkpoints:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# MGSTNet's stage parameters: stacked on a leading axis now (`stages/<leaf>[K, ...]`), one entry per
+# stage in older checkpoints (`stages/<k>/<leaf>`). The optimiser state holds the same trees.
+
+
+class _NoStages(Exception):
+    pass
+
+
+def _is_state(x) -> bool:
+    return isinstance(x, nnx.State)
+
+
+def _map_stages(tree, fn):
+    """`fn` applied to the `stages` entry of every nnx.State in `tree`; _NoStages when none has one."""
+    found = []
+
+    def fix(node):
+        if not _is_state(node) or "stages" not in node:
+            return node
+        found.append(True)
+        node = nnx.State(dict(node))
+        node["stages"] = fn(node["stages"])
+        return node
+
+    out = jax.tree.map(fix, tree, is_leaf=_is_state)
+    if not found:
+        raise _NoStages
+    return out
+
+
+def _per_stage(abstract):
+    """The old layout of an abstract state: {k: stage k's leaves} in place of the stacked leaves."""
+    def split(stages):
+        k = jax.tree.leaves(stages)[0].shape[0]
+        return nnx.State({i: jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=x.sharding), stages)
+            for i in range(k)})
+    return _map_stages(abstract, split)
+
+
+def _stacked(state):
+    """The stacked layout of a state restored in the old one."""
+    def stack(stages):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *(stages[i] for i in sorted(stages)))
+    return _map_stages(state, stack)

@@ -219,7 +219,10 @@ def image_path(model: MGSTNet, g, stage_kernels):
     dtype = g.dtype
     g32 = g.astype(jnp.promote_types(dtype, jnp.float32))
     u = g
-    for stage, h in zip(model.stages, stage_kernels, strict=True):
+    if len(stage_kernels) != model.num_stages:
+        raise ValueError(f"expected {model.num_stages} stage kernels, got {len(stage_kernels)}")
+    for k, h in enumerate(stage_kernels):
+        stage = model.stage(k)
         r = steps.image_step(u.astype(g32.dtype), h.astype(jnp.float32), g32, stage.rho,
                              stage.boundary).astype(dtype)
         u = stage.image_prox(r).astype(dtype)

@@ -49,18 +49,12 @@ def _names(path) -> tuple:
     return names[:-1] if names and names[-1] == "value" else names  # nnx Variable's `.value`
 
 
-def _stage_group(names) -> tuple[int, str] | None:
-    """(stage, group) of a parameter path `stages/k/...`; None outside the stages."""
-    if len(names) < 3 or names[0] != "stages":
+def _group(names) -> str | None:
+    """The group of a parameter path `stages/...` (leaves stacked over the stages on axis 0); None
+    outside the stages."""
+    if len(names) < 2 or names[0] != "stages":
         return None
-    if names[-1] in _RAW_SCALARS:
-        return int(names[1]), "scalars"
-    return int(names[1]), str(names[2])  # kernel_prox, image_prox
-
-
-def _num_stages(tree) -> int:
-    stages = [_stage_group(_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    return 1 + max(s[0] for s in stages if s is not None)
+    return "scalars" if names[-1] in _RAW_SCALARS else str(names[1])  # kernel_prox, image_prox
 
 
 def stage_group_norms(tree) -> dict:
@@ -69,17 +63,16 @@ def stage_group_norms(tree) -> dict:
     Returns {group: [K]} for the GROUPS (0 where a stage has none, e.g. kernel_prox=False) and
     "total" (all of a stage's parameters; the groups partition them).
     """
-    k = _num_stages(tree)
-    squares = {g: [jnp.zeros(())] * k for g in GROUPS}
+    squares = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        where = _stage_group(_names(path))
-        if where is None:
+        group = _group(_names(path))
+        if group is None:
             continue
-        stage, group = where
-        squares.setdefault(group, [jnp.zeros(())] * k)
         leaf = leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))  # bf16 squares overflow
-        squares[group][stage] = squares[group][stage] + jnp.sum(jnp.square(leaf))
-    squares = {g: jnp.stack(v) for g, v in squares.items()}
+        per_stage = jnp.sum(jnp.square(leaf), axis=tuple(range(1, leaf.ndim)))
+        squares[group] = squares.get(group, 0.0) + per_stage
+    k = next(iter(squares.values())).shape[0]
+    squares = {g: jnp.broadcast_to(squares.get(g, 0.0), (k,)) for g in (*GROUPS, *squares)}
     norms = {g: jnp.sqrt(v) for g, v in squares.items()}
     norms["total"] = jnp.sqrt(sum(squares.values()))
     return norms
@@ -127,16 +120,16 @@ def stage_grad_norms(graphdef, params, batch, config) -> dict:
 # Learned scalars and hypergradients.
 
 
-def _scalar_slot(names) -> tuple[str, int, int | None] | None:
-    """(scalar name, stage, scale or None) of a raw scalar's path."""
+def _scalar_slot(names) -> tuple[str, int | None] | None:
+    """(scalar name, scale or None) of a raw scalar's path (a leaf stacked over the stages)."""
     if not names or names[-1] not in _RAW_SCALARS or names[0] != "stages":
         return None
-    stage, last = int(names[1]), names[-1]
+    last = names[-1]
     if last in ("raw_mu", "raw_rho"):
-        return last[4:], stage, None
-    if names[2] == "kernel_prox":
-        return "kernel_theta", stage, None
-    return ("image_p" if last == "p0" else "image_theta"), stage, int(names[-2])
+        return last[4:], None
+    if names[1] == "kernel_prox":
+        return "kernel_theta", None
+    return ("image_p" if last == "p0" else "image_theta"), int(names[-2])
 
 
 def _raw_scalars(tree) -> dict:
@@ -145,17 +138,15 @@ def _raw_scalars(tree) -> dict:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         slot = _scalar_slot(_names(path))
         if slot is not None:
-            name, stage, scale = slot
-            slots.setdefault(name, {})[(stage, scale)] = leaf
+            name, scale = slot
+            slots.setdefault(name, {})[scale] = leaf
     out = {}
     for name in sorted(slots, key=SCALARS.index):
-        by_slot = slots[name]
-        stages = sorted({s for s, _ in by_slot})
-        scales = sorted({c for _, c in by_slot if c is not None})
-        if scales:
-            out[name] = jnp.stack([jnp.stack([by_slot[(s, c)] for c in scales]) for s in stages])
+        by_scale = slots[name]
+        if None in by_scale:
+            out[name] = by_scale[None]
         else:
-            out[name] = jnp.stack([by_slot[(s, None)] for s in stages])
+            out[name] = jnp.stack([by_scale[c] for c in sorted(by_scale)], axis=1)
     return out
 
 

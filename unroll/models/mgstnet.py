@@ -217,29 +217,33 @@ def _at_least_float32(x):
 
 @struct.dataclass
 class MGSTNetOutput:
-    """Per-stage results, each a tuple over stages (the last entry is the network's output).
+    """Per-stage results, each stacked over the stages on a leading axis (`[-1]` is the output).
 
-    images: u_k [N, H, W, C]; kernels: h_k [N, k, k] (nonnegative, sum 1);
+    images: u_k [K, N, H, W, C]; kernels: h_k [K, N, k, k] (nonnegative, sum 1);
     kernels_grad: s_k, the kernel after KGDM and before KPM (paper Table II compares s/||s||_1 with h);
     images_grad: r_k, the image after IGDM and before IPMM.
     """
 
-    images: tuple
-    kernels: tuple
-    kernels_grad: tuple
-    images_grad: tuple
+    images: jax.Array
+    kernels: jax.Array
+    kernels_grad: jax.Array
+    images_grad: jax.Array
 
 
 class MGSTNet(nnx.Module):
     """Multi-scale generalized shrinkage threshold network for blind deblurring.
 
     `g [N, H, W, C]` (any H, W >= kernel_size) -> MGSTNetOutput. `threshold="soft"` replaces GST_p by
-    the soft threshold in IPMM (ablation); `kernel_prox=False` drops KPM (KGDM + eq. 14 only);
-    `remat=True` rematerialises each stage in the backward pass (memory ~ one stage's activations
-    plus every stage's inputs) by scanning over the stages with a checkpointed body (see
-    `_scan_stages`); `remat=False` unrolls them in a Python loop. Both give the same results and
-    use the same parameters: one module per stage (unshared), the stage count is static.
+    the soft threshold in IPMM (ablation); `kernel_prox=False` drops KPM (KGDM + eq. 14 only).
     `reduction` is the RCABs' channel-attention ratio (RCAN's 16).
+
+    The K stages do not share parameters, but they are stored stacked: `self.stages` is one `Stage`
+    whose every parameter has a leading axis of length K (`stage(k)` gives stage k on its own), and
+    the forward pass is a `lax.scan` over that axis. XLA then compiles one stage body whatever K,
+    and the train step (gradients, optimiser state) has the leaves of one stage, not K times as
+    many, so compile time does not grow with the stage count. `remat=True` checkpoints the scan body:
+    the backward pass recomputes each stage's activations, so memory holds every stage's inputs
+    (h, u) but the activations of only one stage.
     """
 
     def __init__(self, stages: int = 3, scales: int = 3, kernel_rcabs: int = 2,
@@ -264,12 +268,19 @@ class MGSTNet(nnx.Module):
         self.channels = channels
         self.kernel_size = kernel_size
         self.remat = remat
-        self.stages = nnx.List([
-            Stage(channels=channels, scales=scales, kernel_rcabs=kernel_rcabs,
-                  image_rcabs=image_rcabs, features=features, kernel_features=kernel_features,
-                  boundary=boundary, threshold=threshold, kernel_prox=kernel_prox,
-                  reduction=reduction, rngs=rngs)
-            for _ in range(stages)])
+        self.num_stages = stages
+        # Built one by one (each its own random draws), then stacked into one module.
+        graphdefs, states = zip(*(nnx.split(Stage(
+            channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
+            features=features, kernel_features=kernel_features, boundary=boundary,
+            threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, rngs=rngs))
+            for _ in range(stages)))
+        self.stages = nnx.merge(graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+
+    def stage(self, k: int) -> Stage:
+        """Stage k as its own module: a copy (change parameters through `self.stages`)."""
+        graphdef, state = nnx.split(self.stages)
+        return nnx.merge(graphdef, jax.tree.map(lambda x: x[k], state))
 
     def initial_kernel(self, n: int):
         """h_0: the uniform kernel, one per image."""
@@ -279,32 +290,20 @@ class MGSTNet(nnx.Module):
     def __call__(self, g) -> MGSTNetOutput:
         if g.ndim != 4 or g.shape[-1] != self.channels:
             raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
-        h, u = self.initial_kernel(g.shape[0]), g  # h_0 uniform (float32), u_0 = g
-        if self.remat:
-            return self._scan_stages(h, u, g)
-        results = []
-        for stage in self.stages:
-            h, u, s, r = stage(h, u, g)
-            results.append((u, h, s, r))
-        return MGSTNetOutput(*(tuple(x) for x in zip(*results)))
+        # h_0 uniform (at least float32, like every kernel the stages return), u_0 = g.
+        h, u = self.initial_kernel(g.shape[0]).astype(_at_least_float32(g).dtype), g
+        graphdef, state = nnx.split(self.stages)
 
-    def _scan_stages(self, h, u, g) -> MGSTNetOutput:
-        """The stages as a `lax.scan` over their stacked parameters with a checkpointed body.
-
-        A checkpoint per unrolled stage is not enough: XLA (at least on CPU) schedules the
-        recomputation early, next to the forward pass, and the backward pass's memory does not
-        drop. Inside a scan the recomputation happens iteration by iteration, so only the stage
-        inputs (h, u) of every stage and one stage's activations are live. The stacking is done
-        here, on the fly: the parameters stay one module per stage, whatever `remat` says.
-        """
-        graphdefs, states = zip(*(nnx.split(stage) for stage in self.stages))
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-
-        def body(carry, state):
+        def body(carry, stage_state):
             h, u = carry
-            h, u, s, r = nnx.merge(graphdefs[0], state)(h, u, g)
+            h, u, s, r = nnx.merge(graphdef, stage_state)(h, u, g)
             return (h, u), (u, h, s, r)
 
-        _, stacked_out = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), (h, u), stacked)
-        k = len(self.stages)
-        return MGSTNetOutput(*(tuple(x[i] for i in range(k)) for x in stacked_out))
+        # A checkpoint per stage needs the scan: unrolled, XLA (at least on CPU) schedules the
+        # recomputation next to the forward pass and the backward pass's memory does not drop.
+        body = jax.checkpoint(body, prevent_cse=False) if self.remat else body
+        if self.num_stages == 1:  # XLA:CPU (jax 0.10) mis-lays out FFTs in a one-trip loop
+            _, out = body((h, u), jax.tree.map(lambda x: x[0], state))
+            return MGSTNetOutput(*(x[None] for x in out))
+        _, outputs = jax.lax.scan(body, (h, u), state)
+        return MGSTNetOutput(*outputs)
