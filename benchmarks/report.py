@@ -109,7 +109,7 @@ def headline(sections: dict) -> list[tuple[str, str]]:
         if value is not None:
             rows.append((label, _num(value)))
     for row in get("compile", "compile") or []:
-        mode = "scan + remat" if row["remat"] else "Python loop"
+        mode = "scan + remat" if row["remat"] else "scan"
         rows.append((f"compile, {row['stages']} stages, {mode} (s)",
                      _num(row["trace_lower_s"] + row["compile_s"])))
     for key, stats in (get("model", "memory") or {}).items():

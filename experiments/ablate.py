@@ -177,7 +177,7 @@ def markdown(rows: list[dict], compile_rows: list[dict], base: Config) -> str:
         for remat in (False, True):
             by = {r["stages"]: r for r in compile_rows if r["remat"] == remat}
             if by:
-                label = "scan + remat" if remat else "Python loop"
+                label = "scan + remat" if remat else "scan"
                 lines.append(f"| {label} | " + " | ".join(
                     _fmt(by[s]["trace_lower_s"] + by[s]["compile_s"], 1) for s in stages) + " |")
         lines.append("")
