@@ -41,6 +41,24 @@ def synthetic_batch(config: Config, seed: int = 0) -> dict:
     return {"blurred": blurred, "sharp": sharp, "kernel": h}
 
 
+def _xla_flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def _step_flops(config: Config, tx, mesh, batch) -> float:
+    """FLOPs of one train step (forward, backward, Adam) by XLA's cost analysis. XLA counts a loop
+    body once, and MGSTNet's stages are a scan: count a one-stage network (no loop) and multiply by
+    the stage count (this counts the loss and the optimiser K times too, a small overcount)."""
+    one = dataclasses.replace(config, stages=1) if config.model == "mgstnet" else config
+    graphdef, params = train.build_model(one)
+    state = jax.device_put({"params": params, "opt_state": tx.init(params),
+                            "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+    lowered = train.make_train_step(graphdef, one, tx, mesh).lower(state, batch)
+    return _xla_flops(lowered.compile()) * (config.stages if config.model == "mgstnet" else 1)
+
+
 def measure(config: Config, repeats: int) -> dict:
     mesh = train.make_mesh()
     graphdef, params = train.build_model(config)
@@ -52,9 +70,7 @@ def measure(config: Config, repeats: int) -> dict:
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()  # XLA's count for the whole step (forward, backward, Adam)
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    flops = _step_flops(config, tx, mesh, batch)
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times = []

@@ -340,3 +340,29 @@ def test_learned_scalars_start_at_documented_values():
     # A large negative raw value still gives a positive step.
     stage.raw_mu[...] = jnp.asarray(-30.0)
     assert stage.mu > 0
+
+
+@pytest.mark.parametrize("kernel,padding", [((3, 3), "SAME"), ((1, 1), "SAME"), ((4, 2), "SAME"),
+                                            ((3, 5), ((0, 2), (1, 3))), ((3, 3), "VALID")])
+def test_conv_gradients_equal_jax_convolution_gradients(kernel, padding):
+    """blocks.conv_general_dilated (gradients as plain NHWC x HWIO convolutions, which XLA:CPU keeps
+    fast inside the stage scan) against JAX's own convolution and its autodiff, inside a scan."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2, *kernel, 3, 3)), jnp.float32)  # two scan steps
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv_fn, w, x):
+        def body(c, wk):
+            y = conv_fn(c, wk, (1, 1), padding, dimension_numbers=dn)
+            return jnp.tanh(y[:, :9, :8] if y.shape[1:3] != (9, 8) else y), None
+        if padding == "VALID":  # shapes shrink: one step, no scan
+            return jnp.sum(jnp.sin(body(x, w[0])[0]))
+        return jnp.sum(jnp.sin(jax.lax.scan(body, x, w)[0]))
+
+    ours = jax.jit(jax.value_and_grad(lambda w, x: loss(blocks.conv_general_dilated, w, x), (0, 1)))
+    ref = jax.jit(jax.value_and_grad(lambda w, x: loss(jax.lax.conv_general_dilated, w, x), (0, 1)))
+    (v, (gw, gx)), (v_ref, (gw_ref, gx_ref)) = ours(w, x), ref(w, x)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(gw_ref))))
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(gx_ref))))
