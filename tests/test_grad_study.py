@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from unroll import kernels, losses, metrics, ops, studies, train
+from unroll.models import blocks
 from unroll.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,9 @@ def test_power_iteration_matches_spectral_norm_of_dense_jacobian():
 
         @jax.jit
         def run(g):
-            jacobian = jax.jacfwd(lambda g: studies.stage_outputs(graphdef, params, g, config))(g)
+            with blocks.forward_mode_convolutions():  # jacfwd: forward mode
+                jacobian = jax.jacfwd(
+                    lambda g: studies.stage_outputs(graphdef, params, g, config))(g)
             # Clustered singular values here (1.2514, 1.2499, ...): slow convergence, many steps.
             sens = studies.stage_sensitivity(graphdef, params, g, config, jax.random.key(0),
                                              probes=128, iterations=400)

@@ -366,3 +366,20 @@ def test_conv_gradients_equal_jax_convolution_gradients(kernel, padding):
     np.testing.assert_allclose(v, v_ref, rtol=1e-5)
     np.testing.assert_allclose(gw, gw_ref, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(gw_ref))))
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(gx_ref))))
+
+
+def test_forward_mode_through_the_network_under_forward_mode_convolutions():
+    """jax.jvp of MGSTNet (custom_vjp convolutions have no forward mode) inside the switch, against
+    the reverse mode of the fast convolutions: <J v, w> = <v, J^T w>."""
+    model = MGSTNet(stages=2, scales=1, kernel_rcabs=0, image_rcabs=0, **TINY)
+    graphdef, state = nnx.split(model)
+    _, g, _ = sample_batch(1, (12, 12))
+    rng = np.random.default_rng(1)
+    v, w = (jnp.asarray(rng.normal(size=g.shape), jnp.float32) for _ in range(2))
+    f = lambda x: nnx.merge(graphdef, state)(x).images[-1]  # noqa: E731
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(f, (g,), (v,))
+    with blocks.forward_mode_convolutions():
+        _, jv = jax.jvp(f, (g,), (v,))
+    (jtw,) = jax.vjp(f, g)[1](w)
+    np.testing.assert_allclose(jnp.vdot(jv, w), jnp.vdot(v, jtw), rtol=1e-4)

@@ -20,6 +20,8 @@ eager init of a tiny one 45 s -> 3 s.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 from typing import Sequence
@@ -96,6 +98,22 @@ def conv(in_features: int, out_features: int, kernel_size: int = 3, *, gain: flo
 # does not, and falls back to a generic loop nest: the backward pass of MGSTNet's scan over its
 # stages was 12x slower than the unrolled stages. Here the two gradients are computed as forward
 # convolutions of explicitly transposed operands, which XLA keeps in its fast path everywhere.
+#
+# A custom_vjp has no forward mode: jax.jvp / linearize / jacfwd of a network need JAX's own rules,
+# switched on at trace time by `forward_mode_convolutions()` (unroll.studies does this itself).
+
+_FORWARD_MODE = contextvars.ContextVar("unroll_forward_mode_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def forward_mode_convolutions():
+    """Trace convolutions with JAX's own differentiation rules, which support forward mode
+    (`jax.jvp`, `jax.linearize`, `jax.jacfwd`); reverse mode inside loops is then slower on CPU."""
+    token = _FORWARD_MODE.set(True)
+    try:
+        yield
+    finally:
+        _FORWARD_MODE.reset(token)
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -137,7 +155,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """`jax.lax.conv_general_dilated`, through `_plain_conv` for the case our networks use: 2-D,
     stride 1, no dilation or groups, NHWC x HWIO."""
-    plain = (lhs.ndim == 4 and tuple(window_strides) == (1, 1) and feature_group_count == 1
+    plain = (not _FORWARD_MODE.get()
+             and lhs.ndim == 4 and tuple(window_strides) == (1, 1) and feature_group_count == 1
              and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
              and kwargs.get("out_sharding") is None
              and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
