@@ -37,10 +37,11 @@ from flax import nnx
 from torch import nn
 
 from benchmarks.train_step import CONFIGS, measure, synthetic_batch
-from unroll import train
+from unroll import losses
 from unroll.config import Config
-from unroll.models.mgstnet import MU_INIT, P_INIT, RHO_INIT, THETA_INIT
+from unroll.models import registry
 from unroll.models.blocks import REDUCTION, scale_widths
+from unroll.models.mgstnet import MU_INIT, P_INIT, RHO_INIT, THETA_INIT
 
 # ----------------------------------------------------------------------------------------------------
 # Blur operators (unroll.ops, symmetric boundary), images NCHW, kernels [N, kh, kw].
@@ -405,15 +406,26 @@ def mgstnet_loss(images, kernels, sharp, blurred, alpha):
 
 
 def torch_state_from_jax(params) -> dict:
-    """The Flax parameters under the PyTorch names (conv 'kernel' HWIO -> 'weight' OIHW)."""
+    """The Flax parameters under the PyTorch names (conv 'kernel' HWIO -> 'weight' OIHW).
+
+    MGSTNet stores its stages stacked (`stages.<name>` has a leading axis of length K, see
+    `unroll.models.mgstnet.MGSTNet`); the PyTorch model has a ModuleList, so stage k's leaves are
+    `stages.k.<name>` = x[k].
+    """
     state = {}
     for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = [str(k.key) if hasattr(k, "key") else str(k.idx)
                 for k in path if hasattr(k, "key") or hasattr(k, "idx")]
-        value = np.array(value)  # a writable copy for torch.from_numpy
-        if keys[-1] == "kernel":
-            keys[-1], value = "weight", value.transpose(3, 2, 0, 1)
-        state[".".join(keys)] = torch.from_numpy(np.ascontiguousarray(value))
+        value = np.asarray(value)
+        if keys[0] == "stages":
+            entries = [(["stages", str(k), *keys[1:]], value[k]) for k in range(value.shape[0])]
+        else:
+            entries = [(keys, value)]
+        for names, x in entries:
+            x = np.array(x)  # a writable copy for torch.from_numpy
+            if names[-1] == "kernel":
+                names[-1], x = "weight", x.transpose(3, 2, 0, 1)
+            state[".".join(names)] = torch.from_numpy(np.ascontiguousarray(x))
     return state
 
 
@@ -422,9 +434,12 @@ def nchw(x):
 
 
 def jax_loss(graphdef, params, batch, config) -> float:
-    loss = train.TASKS[config.model].loss
-    fn = jax.jit(lambda p, b: loss(nnx.merge(graphdef, p)(b["blurred"]), b, config))
-    return float(fn(params, {k: jnp.asarray(v) for k, v in batch.items()}))
+    """Eq. (21) of the JAX model (`unroll.losses.mgstnet_loss`, the trainer's MGSTNet loss)."""
+    def loss(p, b):
+        out = nnx.merge(graphdef, p)(b["blurred"])
+        return losses.mgstnet_loss(out, b["sharp"], b["blurred"], alpha=config.alpha,
+                                   boundary=config.boundary)
+    return float(jax.jit(loss)(params, {k: jnp.asarray(v) for k, v in batch.items()}))
 
 
 def log(message):
@@ -433,10 +448,10 @@ def log(message):
 
 
 def measure_torch(config: Config, repeats: int, check: bool) -> dict:
-    graphdef, params = train.build_model(config)
+    graphdef, params = registry.build_split(config)
     model = MGSTNet(config)
     num_params = sum(p.numel() for p in model.parameters())
-    jax_params = train.num_params(params)
+    jax_params = registry.num_params(params)
     assert num_params == jax_params, f"torch {num_params} != jax {jax_params} parameters"
     # Same initial values as the JAX trainer; strict loading also checks every name and shape.
     model.load_state_dict(torch_state_from_jax(params), strict=True)

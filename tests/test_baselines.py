@@ -17,9 +17,19 @@ from flax import nnx
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from unroll import losses
-from unroll.models import IDC, MADN, MTWDN, IDCOutput, MADNOutput, MTWDNOutput
-from unroll.models import madn as madn_lib
+from unroll import losses, multiscale
+from unroll.models import (
+    IDC,
+    MADN,
+    MTWDN,
+    IDCOutput,
+    MADNOutput,
+    MTWDNOutput,
+    blocks,
+    idc,
+    madn as madn_lib,
+    mtwdn,
+)
 
 MODELS = {"madn": MADN, "idc": IDC, "mtwdn": MTWDN}
 OUTPUTS = {"madn": MADNOutput, "idc": IDCOutput, "mtwdn": MTWDNOutput}
@@ -157,7 +167,7 @@ def test_grayscale_output_shapes_on_odd_sizes(name):
 
 def test_rejects_wrong_channels_and_bad_config():
     for cls in MODELS.values():
-        model = nnx.eval_shape(lambda: cls(channels=1, features=4, resblocks=0))
+        model = nnx.eval_shape(lambda cls=cls: cls(channels=1, features=4, resblocks=0))
         with pytest.raises(ValueError):
             model(jnp.zeros((1, 16, 16, 3)))
         for bad in (dict(scales=0), dict(features=0), dict(resblocks=-1)):
@@ -385,12 +395,45 @@ def test_scales_share_weights():
 
 
 def test_nested_residual_blocks_follow_eq_9():
-    blocks = build(madn_lib.NestedResBlocks, features=3, count=3)
+    nested = build(madn_lib.NestedResBlocks, features=3, count=3)
     p = jnp.asarray(np.random.default_rng(8).normal(size=(1, 5, 6, 3)), jnp.float32)
-    r1, r2, r3 = blocks.blocks
+    # R: the residual branch of Fig. 4(b), conv3x3 -> ReLU -> conv3x3, of each ResBlock.
+    r1, r2, r3 = (lambda x, b=b: b.conv2(jax.nn.relu(b.conv1(x))) for b in nested.blocks)
     q = p + r1(p) + r2(p + r1(p))                       # eq. (9) on the first pair
-    np.testing.assert_allclose(blocks(p), q + r3(q), rtol=1e-5, atol=1e-6)  # odd one: plain skip
+    np.testing.assert_allclose(nested(p), q + r3(q), rtol=1e-5, atol=1e-6)  # odd one: plain skip
     assert not np.allclose(r1(p), 0) and not np.allclose(r2(p), 0)
+
+
+def test_the_baselines_share_one_resblock_with_their_kernel_sizes():
+    """MADN, IDC and MTWDN use `blocks.ResBlock` (x + conv(ReLU(conv(x)))): 3x3, 5x5, 3x3."""
+    for cls, path, size in ((MADN, ("sn", "inblock", "resblocks", "blocks", 0), 3),
+                            (IDC, ("sub_deblur", "e1", "resblocks", 0), idc.KERNEL),
+                            (MTWDN, ("net", "inblock", "resblocks", "blocks", 0), mtwdn.KERNEL)):
+        block = nnx.eval_shape(lambda cls=cls: cls(channels=1, features=2, scales=1, resblocks=1))
+        for key in path:
+            block = block[key] if isinstance(key, int) else getattr(block, key)
+        assert type(block) is blocks.ResBlock, cls
+        assert block.conv1.kernel.shape[:2] == (size, size), cls
+    assert idc.KERNEL == 5 and mtwdn.KERNEL == 3
+
+
+def test_coarse_to_fine_feeds_each_scale_the_upsampled_coarser_result():
+    """multiscale.coarse_to_fine (the loop of MADN's SN, IDC and MTWDN) against the loop written
+    out: the coarsest scale sees its blurred image twice, the others the resized coarser output."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.uniform(size=(1, 16, 12, 2)), jnp.float32)
+    step = lambda z: (jnp.tanh(z[..., :2] - 0.5 * z[..., 2:]), z.shape)  # noqa: E731
+    outs = multiscale.coarse_to_fine(step, x, 3, "linear", image=lambda out: out[0])
+    blur = [jax.image.resize(x, (1, 16 >> s, 12 >> s, 2), "linear") for s in (2, 1, 0)]
+    previous = blur[0]
+    for out, b in zip(outs, blur):
+        previous = jax.image.resize(previous, b.shape, "linear")
+        expected = jnp.tanh(b - 0.5 * previous)
+        np.testing.assert_allclose(out[0], expected, rtol=1e-6, atol=1e-6)
+        assert out[1] == b.shape[:3] + (4,)
+        previous = expected
+    cropped = multiscale.crop_scales([o[0] for o in outs], 13, 11)
+    assert [c.shape[1:3] for c in cropped] == [(4, 3), (7, 6), (13, 11)]
 
 
 # --- Losses against numpy -------------------------------------------------------------------------
@@ -433,7 +476,7 @@ def _np_gradient_map(x):
         for c in range(x.shape[-1]):
             gx = ndimage.sobel(x[i, ..., c].astype(np.float64), axis=1, mode="reflect")
             gy = ndimage.sobel(x[i, ..., c].astype(np.float64), axis=0, mode="reflect")
-            out[i, ..., c] = np.sqrt(gx ** 2 + gy ** 2 + madn_lib.GRADIENT_EPS)
+            out[i, ..., c] = np.sqrt(gx ** 2 + gy ** 2 + multiscale.GRADIENT_EPS)
     return out
 
 
@@ -443,7 +486,7 @@ def _np_log_sigmoid(z):
 
 def test_gradient_map_is_scipy_sobel_magnitude():
     x = np.random.default_rng(0).uniform(size=(2, 9, 7, 3)).astype(np.float32)
-    np.testing.assert_allclose(jax.jit(madn_lib.gradient_map)(x), _np_gradient_map(x), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(multiscale.gradient_map)(x), _np_gradient_map(x), rtol=1e-5)
 
 
 def test_madn_generator_loss_matches_numpy():
@@ -461,7 +504,7 @@ def test_madn_generator_loss_matches_numpy():
     mae = (0.5 * np.mean(np.abs(Ms - gradient))                           # eq. (13), phi1
            + 1.0 * (0.01 * np.mean(np.abs(Ms - _np_gradient_map(images[-1])))
                     + 1.0 * np.mean(np.abs(images[-1] - sharp))))
-    adv = sum(np.mean(-_np_log_sigmoid(l)) for l in logits)               # eqs. (14)-(16)
+    adv = sum(np.mean(-_np_log_sigmoid(z)) for z in logits)               # eqs. (14)-(16)
     expected = 0.01 * pixel + mae + 0.05 * adv                            # eqs. (10), (11)
     np.testing.assert_allclose(madn_generator_loss(out, sharp, logits), expected, rtol=1e-5)
     # Image-domain logits only: eq. (15) alone.
@@ -499,7 +542,7 @@ def test_madn_discriminator_loss_matches_numpy():
     # Stable for confident discriminators (sigmoid would round to 0 or 1).
     big = jnp.asarray([200.0, -200.0])
     assert np.isfinite(madn_discriminator_loss(-big, big))
-    assert np.isfinite(jax.grad(lambda l: losses.madn_discriminator_loss(l, -l))(-big)).all()
+    assert np.isfinite(jax.grad(lambda z: losses.madn_discriminator_loss(z, -z))(-big)).all()
 
 
 def test_mtwdn_loss_matches_numpy():
@@ -536,7 +579,7 @@ def test_idc_loss_matches_numpy_and_scikit_image():
 def test_idc_loss_on_scales_smaller_than_the_ssim_window():
     rng = np.random.default_rng(6)
     sharp = rng.uniform(size=(1, 16, 16, 1)).astype(np.float32)
-    perfect = IDCOutput(images=(madn_lib.downsample(sharp, 2, "linear"),))
+    perfect = IDCOutput(images=(multiscale.downsample(sharp, 2, "linear"),))
     assert perfect.images[0].shape[1:3] == (8, 8)  # SSIM with a 7x7 window
     value_and_grad = jax.jit(jax.value_and_grad(losses.idc_loss))
     np.testing.assert_allclose(value_and_grad(perfect, sharp)[0], 0, atol=1e-5)
@@ -550,8 +593,8 @@ def test_downsample_pads_like_the_models_for_odd_sizes():
     """Targets and outputs agree on sizes ceil(H / f) and on the pixel grid of the padded input."""
     rng = np.random.default_rng(7)
     x = rng.uniform(size=(1, 37, 53, 2)).astype(np.float32)
-    y = madn_lib.downsample(x, 4, "linear")
+    y = multiscale.downsample(x, 4, "linear")
     assert y.shape == (1, 10, 14, 2)
     padded = np.pad(x, ((0, 0), (0, 3), (0, 3), (0, 0)), mode="symmetric")
     np.testing.assert_allclose(y, _np_down(padded, 4), rtol=1e-5)
-    assert madn_lib.factor_of(x.shape, y.shape) == 4
+    assert multiscale.factor_of(x.shape, y.shape) == 4

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unroll import kernels, losses, metrics, ops, studies, train
-from unroll.models import blocks
+from unroll import kernels, losses, metrics, ops, studies
 from unroll.config import Config
+from unroll.models import MGSTNet, blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest MGSTNet with every part: 2 stages, KPM, one GST per stage.
@@ -24,9 +24,11 @@ TINY = dict(stages=2, scales=1, kernel_rcabs=0, image_rcabs=0, features=4, kerne
             kernel_size=5, channels=1, steps=1)
 
 
-def _model(dtype=jnp.float64):
+def _model(dtype=jnp.float64, **overrides):
     config = Config(**TINY)
-    graphdef, params = train.build_model(config)
+    model = MGSTNet(**{k: v for k, v in TINY.items() if k != "steps"}, **overrides,
+                    rngs=nnx.Rngs(config.seed))
+    graphdef, params = nnx.split(model)
     return config, graphdef, jax.tree.map(lambda x: x.astype(dtype), params)
 
 
@@ -105,7 +107,7 @@ def float64_study():
                             for s in (step, -step))
                 finite[(name, k)] = np.asarray((up - down) / (2 * step))
         return {"hyper": hyper, "norms": norms, "grads": grads, "finite": finite,
-                "values": jax.tree.map(np.asarray, studies.scalar_values(params)),
+                "values": jax.tree.map(np.asarray, studies.scalar_values(graphdef, params)),
                 "params": jax.tree.map(np.asarray, params)}
 
 
@@ -147,6 +149,47 @@ def test_stage_grad_norms_equal_norms_of_the_direct_gradient(float64_study):
     direct = _stage_groups_directly(float64_study["params"], 1)
     np.testing.assert_allclose(float(param_norms["image_prox"][1]), np.sqrt(direct["image_prox"]),
                                rtol=1e-6)
+
+
+def test_scalars_are_read_through_the_stage_properties():
+    """scalar_values equals the stacked stage module's named properties, for every model variant."""
+    for overrides in ({}, {"kernel_prox": False}, {"threshold": "soft"}):
+        config, graphdef, params = _model(jnp.float32, **overrides)
+        stages = nnx.merge(graphdef, params).stages
+        values = studies.scalar_values(graphdef, params)
+        np.testing.assert_array_equal(values["mu"], stages.mu)
+        np.testing.assert_array_equal(values["rho"], stages.rho)
+        thresholds = list(stages.image_prox.thresholds)
+        np.testing.assert_array_equal(values["image_theta"][:, 0], thresholds[0].theta)
+        assert ("kernel_theta" in values) == (overrides.get("kernel_prox", True))
+        assert ("image_p" in values) == (overrides.get("threshold", "gst") == "gst")
+        if "image_p" in values:
+            np.testing.assert_array_equal(values["image_p"][:, 0], thresholds[0].p)
+        norms = studies.stage_group_norms(params)
+        assert set(norms) == {*studies.GROUPS, "total"} and norms["total"].shape == (2,)
+        if not overrides.get("kernel_prox", True):
+            np.testing.assert_array_equal(norms["kernel_prox"], 0)
+
+
+def test_studies_refuse_a_baseline():
+    from unroll.models import IDC
+
+    graphdef, params = nnx.split(IDC(channels=1, features=2, scales=1, resblocks=0))
+    with pytest.raises(ValueError, match="MGSTNet"):
+        studies.scalar_values(graphdef, params)
+
+
+def test_sensitivity_of_an_implicit_gst_model_runs_in_forward_mode():
+    """gst_grad="implicit" is reverse mode only: the forward-mode studies differentiate GST
+    through its iterations, and its value is the same, so the outputs match the unrolled model's."""
+    config, graphdef, params = _model(jnp.float32, gst_grad="implicit")
+    _, graphdef_unrolled, _ = _model(jnp.float32)
+    g = _batch(1, 8, jnp.float32)["blurred"]
+    sens = jax.jit(lambda g: studies.stage_sensitivity(graphdef, params, g, config,
+                                                       jax.random.key(0), 2, 3))(g)
+    ref = studies.stage_outputs(graphdef_unrolled, params, g)
+    np.testing.assert_allclose(sens["outputs"], ref, rtol=1e-6, atol=1e-6)
+    assert np.all(np.isfinite(sens["lipschitz"])) and np.all(sens["lipschitz"] > 0)
 
 
 def test_power_iteration_matches_spectral_norm_of_dense_jacobian():
@@ -228,3 +271,27 @@ def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().startswith("error: --crop=6") and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "grad_study.json").exists()
+
+
+def test_cli_studies_a_checkpoint_with_its_own_configuration(tmp_path):
+    """A workdir trained one step: --workdir alone (the configuration comes from the checkpoint via
+    unroll.load); a flag that would change the network is refused."""
+    model = ["--stages=1", "--kernel_rcabs=0", "--image_rcabs=0", "--features=4",
+             "--kernel_features=2", "--batch_size=2"]
+    train = subprocess.run(
+        [sys.executable, "-m", "experiments.mgstnet",
+         f"--flagfile={ROOT / 'experiments' / 'flags' / 'tiny.flags'}", *model, "--steps=1",
+         "--save_every=1", "--num_samples=0", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert train.returncode == 0, train.stderr[-3000:]
+    study = [sys.executable, "-m", "experiments.grad_study", f"--workdir={tmp_path}",
+             "--checkpoint=latest", "--crop=32"] + SMALL[SMALL.index("--batch_size=2"):]
+    run = subprocess.run(study, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "grad_study.json").read_text())
+    assert result["model"]["source"] == "checkpoint" and result["model"]["step"] == 1
+    assert result["config"]["features"] == 4 and result["config"]["kernel_size"] == 7
+    refused = subprocess.run(study + ["--stages=2"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300, env=os.environ.copy())
+    assert refused.returncode == 2 and "--stages=2 (checkpoint has 1)" in refused.stderr

@@ -62,7 +62,7 @@ def test_mgstnet_loss_sums_stages_and_weights_the_kernel_term():
     images = tuple(_images(rng) for _ in range(stages))
     kerns = tuple(rng.uniform(size=(2, 5, 5)).astype(np.float32) for _ in range(stages))
     kerns = tuple(k / k.sum(axis=(1, 2), keepdims=True) for k in kerns)
-    output = MGSTNetOutput(images=images, kernels=kerns, kernels_grad=kerns, images_grad=images)
+    output = MGSTNetOutput(images=images, kernels=kerns, kgdm_kernels=kerns, igdm_images=images)
 
     char = sum(np.mean(np.sqrt((u.astype(np.float64) - sharp) ** 2 + EPS ** 2)) for u in images)
     kern = sum(np.mean(np.abs(_blur_np(sharp, k) - blurred)) for k in kerns)
@@ -83,9 +83,29 @@ def test_mgstnet_loss_is_a_batch_mean():
     blurred = _blur_np(sharp, np.stack([kernels.gaussian(5, 1.0)] * 4))
     u = _images(rng, n=4)
     k = np.stack([kernels.uniform(5)] * 4)
-    output = MGSTNetOutput(images=(u,), kernels=(k,), kernels_grad=(k,), images_grad=(u,))
+    output = MGSTNetOutput(images=(u,), kernels=(k,), kgdm_kernels=(k,), igdm_images=(u,))
     whole = losses.mgstnet_loss(output, sharp, blurred)
     halves = [losses.mgstnet_loss(
-        MGSTNetOutput(images=(u[s],), kernels=(k[s],), kernels_grad=(k[s],), images_grad=(u[s],)),
+        MGSTNetOutput(images=(u[s],), kernels=(k[s],), kgdm_kernels=(k[s],), igdm_images=(u[s],)),
         sharp[s], blurred[s]) for s in (slice(0, 2), slice(2, 4))]
     np.testing.assert_allclose(whole, np.mean(halves), rtol=1e-5)
+
+
+def test_baseline_losses_resize_targets_like_their_models():
+    """The losses resize the sharp image like each model resizes its pyramid; losses do not import
+    the models, so the constants are checked here."""
+    from unroll.models import idc, madn, mtwdn
+
+    assert losses.MADN_RESIZE_METHOD == madn.RESIZE_METHOD
+    assert losses.IDC_RESIZE_METHOD == idc.RESIZE_METHOD
+    assert losses.MTWDN_RESIZE_METHOD == mtwdn.RESIZE_METHOD
+
+
+def test_losses_import_no_model():
+    import subprocess
+    import sys
+
+    code = ("import sys, unroll.losses; "
+            "print(sorted(m for m in sys.modules if m.startswith('unroll.models')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

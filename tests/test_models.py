@@ -13,8 +13,7 @@ import pytest
 from flax import nnx
 
 from unroll import kernels, losses, ops, steps
-from unroll.models import MGSTNet, MGSTNetOutput
-from unroll.models import blocks, mgstnet
+from unroll.models import MGSTNet, MGSTNetOutput, blocks, mgstnet
 
 # reduction=2 keeps 2-4 hidden channel-attention units at these widths: with RCAN's 16 there is a
 # single one, whose ReLU may be inactive for a whole batch (no gradient into its 1x1 expansion).
@@ -120,10 +119,10 @@ def test_output_shapes_and_kernel_constraints(channels, size, scales):
     _, g, _ = sample_batch(2, size, channels)
     out = forward(model, g)
     assert isinstance(out, MGSTNetOutput)
-    for seq in (out.images, out.kernels, out.kernels_grad, out.images_grad):
+    for seq in (out.images, out.kernels, out.kgdm_kernels, out.igdm_images):
         assert len(seq) == stages  # stacked over the stages
     k = TINY["kernel_size"]
-    for u, h, s, r in zip(out.images, out.kernels, out.kernels_grad, out.images_grad):
+    for u, h, s, r in zip(out.images, out.kernels, out.kgdm_kernels, out.igdm_images):
         assert u.shape == r.shape == g.shape
         assert h.shape == s.shape == (2, k, k)
         assert np.all(np.isfinite(u)) and np.all(np.isfinite(h))
@@ -153,6 +152,40 @@ def test_rejects_wrong_channels_and_bad_config():
                 dict(threshold="hard")):
         with pytest.raises(ValueError):
             MGSTNet(**{**TINY, **bad})
+    with pytest.raises(ValueError, match="gst_grad must be one of"):
+        MGSTNet(**TINY, gst_grad="exact")
+
+
+def test_gst_grad_implicit_has_the_same_output_and_close_gradients():
+    """gst_grad="implicit" differentiates GST_p at the exact prox (shrinkage.gst_implicit): the
+    forward pass is the unrolled one, the gradients differ only by the 3 iterations' error."""
+    config = dict(stages=2, scales=2, kernel_rcabs=0, image_rcabs=1, **TINY)
+    unrolled, implicit = (MGSTNet(**config, gst_grad=m, rngs=nnx.Rngs(3))
+                          for m in mgstnet.GST_GRADS)
+    assert mgstnet.GST_GRADS == ("unrolled", "implicit")
+    assert {t.grad for t in implicit.stages.image_prox.thresholds} == {"implicit"}
+    sharp, g, _ = sample_batch(1)
+    graphdef_u, params = nnx.split(unrolled)
+    graphdef_i, params_i = nnx.split(implicit)
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, params_i))  # same parameters
+
+    def loss(graphdef):
+        def fn(params):
+            out = nnx.merge(graphdef, params)(g)
+            return losses.mgstnet_loss(out, sharp, g), out.images[-1]
+        return jax.jit(jax.value_and_grad(fn, has_aux=True))
+
+    (loss_u, image_u), grads_u = loss(graphdef_u)(params)
+    (loss_i, image_i), grads_i = loss(graphdef_i)(params)
+    # The same computation (up to XLA's fusion: float32 rounding).
+    np.testing.assert_allclose(image_u, image_i, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_u, loss_i, rtol=1e-6)
+    flat_u, flat_i = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+                      for t in (grads_u, grads_i))
+    assert np.all(np.isfinite(flat_i)) and np.any(flat_i != flat_u)
+    cosine = flat_u @ flat_i / (np.linalg.norm(flat_u) * np.linalg.norm(flat_i))
+    assert cosine > 0.99, cosine
+    np.testing.assert_allclose(np.linalg.norm(flat_i), np.linalg.norm(flat_u), rtol=0.1)
 
 
 # (c) ---------------------------------------------------------------------------------------------
@@ -199,10 +232,10 @@ def test_zeroed_prox_networks_reduce_to_plain_steps(kernel_prox):
         assert stages.kernel_prox is None
     out = forward(model, g)
     for k in range(2):
-        np.testing.assert_allclose(out.kernels_grad[k], ss[k], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(out.kgdm_kernels[k], ss[k], rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(out.kernels[k], hs[k], rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(out.images[k], us[k], rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(out.images_grad[k], us[k], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out.igdm_images[k], us[k], rtol=1e-4, atol=1e-6)
 
 
 # (d) ---------------------------------------------------------------------------------------------
@@ -233,7 +266,7 @@ def test_remat_scans_checkpointed_stages_with_the_same_loss_and_gradients():
     # primitive) only with remat.
     for model, checkpoints in ((plain, 0), (remat, 1)):
         graphdef, state = nnx.split(model)
-        jaxpr = jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(g).images)(state).jaxpr
+        jaxpr = jax.make_jaxpr(lambda s, gd=graphdef: nnx.merge(gd, s)(g).images)(state).jaxpr
         (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
         assert scan.params["length"] == 2
         assert str(jaxpr).count("remat2[") == checkpoints
@@ -302,8 +335,8 @@ def test_stages_axis():
         model = abstract(stages=stages, scales=1, **TINY)
         counts.append(_params(model))
         graphdef, state = nnx.split(model)
-        out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, g)
-        assert len(out.images) == len(out.kernels) == len(out.kernels_grad) == stages
+        out = jax.eval_shape(lambda s, x, gd=graphdef: nnx.merge(gd, s)(x), state, g)
+        assert len(out.images) == len(out.kernels) == len(out.kgdm_kernels) == stages
         assert model.num_stages == stages
     # Stages do not share parameters: the count is linear in the number of stages.
     assert counts[1] == 3 * counts[0]
@@ -327,6 +360,22 @@ def test_threshold_and_kernel_prox_ablations():
     c = TINY["kernel_features"]
     kpm = (9 * c + c) + 4 * _rcab_params(c) + (9 * c + 1) + 1
     assert _params(gst) - _params(no_kpm) == kpm
+
+
+def test_learned_scalars_are_named_properties_of_the_stacked_stages():
+    """stage.mu, stage.rho and each threshold's theta and p, stacked over the stages ([K])."""
+    model = MGSTNet(stages=3, scales=2, kernel_rcabs=0, image_rcabs=0, **TINY)
+    stages = model.stages
+    stages.raw_mu[...] = jnp.asarray([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(stages.mu, jax.nn.softplus(jnp.asarray([0.0, 1.0, 2.0])), rtol=1e-6)
+    assert stages.rho.shape == stages.kernel_prox.threshold.theta.shape == (3,)
+    for t in stages.image_prox.thresholds:
+        assert t.theta.shape == t.p.shape == (3,)
+    for k in range(3):
+        stage = model.stage(k)
+        np.testing.assert_allclose(stage.mu, stages.mu[k], rtol=1e-6)
+        np.testing.assert_allclose(stage.image_prox.thresholds[1].p,
+                                   stages.image_prox.thresholds[1].p[k], rtol=1e-6)
 
 
 def test_learned_scalars_start_at_documented_values():
@@ -383,3 +432,14 @@ def test_forward_mode_through_the_network_under_forward_mode_convolutions():
         _, jv = jax.jvp(f, (g,), (v,))
     (jtw,) = jax.vjp(f, g)[1](w)
     np.testing.assert_allclose(jnp.vdot(jv, w), jnp.vdot(v, jtw), rtol=1e-4)
+
+
+def test_registry_passes_gst_grad_to_every_gst():
+    from unroll.config import Config
+    from unroll.models import registry
+
+    for gst_grad in mgstnet.GST_GRADS:
+        config = Config(stages=2, scales=2, kernel_rcabs=0, image_rcabs=0, features=4,
+                        kernel_features=2, kernel_size=5, gst_grad=gst_grad)
+        model = nnx.eval_shape(lambda config=config: registry.build(config))
+        assert {t.grad for t in model.stages.image_prox.thresholds} == {gst_grad}

@@ -13,7 +13,7 @@ keeps its meaning on any crop.
 
 CNN baselines (each returns the batch mean, a scalar; `sharp` is the full-resolution ground truth,
 brought to every output scale inside the loss the way the model builds its input pyramid, see
-`unroll.models.madn.target_like`):
+`unroll.multiscale.target_like`):
   MADN (Zhu et al., eqs. 10-20): `madn_generator_loss`, `madn_discriminator_loss`;
   IDC (Wang et al., eqs. 2-6): `idc_loss` = sum over scales of L2 + 0.1 (1 - SSIM) + 0.1 L_grad;
   MTWDN (Cheng et al., eq. 2): `mtwdn_loss` = sum_i alpha_i / T_i ||F_i - I_i||^2,
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from unroll import metrics, ops
-from unroll.models import idc, madn, mtwdn
+from unroll.multiscale import gradient_map, target_like
 
 CHARBONNIER_EPS = 1e-3
 KERNEL_LOSS_WEIGHT = 0.05
@@ -82,6 +82,12 @@ def _logit_tuple(logits) -> tuple:
     return tuple(logits) if isinstance(logits, (tuple, list)) else (logits,)
 
 
+# How each baseline resizes its image pyramid, so that the losses' targets are resized alike (the
+# models' RESIZE_METHOD; losses do not import models, tests/test_losses.py checks they agree).
+MADN_RESIZE_METHOD = "cubic"   # MADN Section 4.1: bicubic
+IDC_RESIZE_METHOD = "linear"   # not given; bilinear as in Tao et al.
+MTWDN_RESIZE_METHOD = "linear"  # not given; bilinear as in Tao et al.
+
 # MADN, Section 5.1: "lambda = 0.05, phi1 = 0.5, phi2 = 1, alpha = 0.01, beta1 = 0.01, beta2 = 1".
 MADN_LAMBDA = 0.05   # eq. (10): adversarial loss
 MADN_ALPHA = 0.01    # eq. (11): pixel loss
@@ -107,13 +113,13 @@ def madn_loss_terms(output, sharp, scale_weights=None):
     weights = (1.0,) * len(latents) if scale_weights is None else tuple(scale_weights)
     if len(weights) != len(latents):
         raise ValueError(f"{len(weights)} scale weights for {len(latents)} scales")
-    pixel = sum(w / 2 * jnp.mean((u - madn.target_like(sharp, u, madn.RESIZE_METHOD)) ** 2)
+    pixel = sum(w / 2 * jnp.mean((u - target_like(sharp, u, MADN_RESIZE_METHOD)) ** 2)
                 for w, u in zip(weights, latents))
-    sharp_gradient = madn.gradient_map(sharp)
+    sharp_gradient = gradient_map(sharp)
     return {
         "pixel": jnp.asarray(pixel, jnp.float32),
         "gradient_content": jnp.mean(jnp.abs(sharp_gradient - output.gradients[-1])),
-        "gradient_l1": jnp.mean(jnp.abs(sharp_gradient - madn.gradient_map(restored))),
+        "gradient_l1": jnp.mean(jnp.abs(sharp_gradient - gradient_map(restored))),
         "image_l1": jnp.mean(jnp.abs(restored - sharp)),
     }
 
@@ -125,7 +131,7 @@ def madn_adversarial_loss(d_fake_logits):
     (D(X^_b), D(X^_g)) from `MADN.fake_logits` (eq. 15 + eq. 16). -log sigmoid(l) = softplus(-l)
     is computed with log_sigmoid, stable for confident discriminators.
     """
-    return sum(jnp.mean(-jax.nn.log_sigmoid(l)) for l in _logit_tuple(d_fake_logits))
+    return sum(jnp.mean(-jax.nn.log_sigmoid(z)) for z in _logit_tuple(d_fake_logits))
 
 
 def madn_generator_loss(output, sharp, d_fake_logits, *, lam: float = MADN_LAMBDA,
@@ -196,7 +202,7 @@ def idc_loss(output, sharp, alpha: float = IDC_SSIM_WEIGHT, beta: float = IDC_GR
     """
     total = 0.0
     for u in output.images:
-        x = madn.target_like(sharp, u, idc.RESIZE_METHOD)
+        x = target_like(sharp, u, IDC_RESIZE_METHOD)
         mix = (_per_image_mean((u - x) ** 2) + alpha * (1 - ssim_any_size(u, x))
                + beta * gradient_loss(u, x))
         total = total + jnp.mean(mix)
@@ -218,5 +224,5 @@ def mtwdn_loss(output, sharp, alphas=None):
     alphas = (1.0,) * (k - 1) + (MTWDN_SCALE_WEIGHTS[-1],) if alphas is None else tuple(alphas)
     if len(alphas) != k:
         raise ValueError(f"{len(alphas)} weights for {k} scales")
-    return sum(a * jnp.mean((u - madn.target_like(sharp, u, mtwdn.RESIZE_METHOD)) ** 2)
+    return sum(a * jnp.mean((u - target_like(sharp, u, MTWDN_RESIZE_METHOD)) ** 2)
                for a, u in zip(alphas, output.images))

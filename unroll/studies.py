@@ -1,10 +1,11 @@
-"""Gradient studies of the unrolled network, with `jax.grad`, `jax.jvp` / `jax.linearize` and `jax.vjp`.
+"""Gradient studies of MGSTNet, with `jax.grad`, `jax.jvp` / `jax.linearize` and `jax.vjp`.
 
 1. Which stages learn: the norm of the training loss's gradient with respect to each stage's
    parameters, split into the kernel prox (KPM, eq. 12), the image prox (IPMM, eq. 18) and the learned
    scalars (mu_k, rho_k, the thresholds theta and the GST exponents p).
-2. Hypergradients: the derivative of the final PSNR and of the loss with respect to each learned scalar
-   *as the network uses it* (mu = softplus(raw), p = sigmoid(p0), ...), by the chain rule.
+2. Hypergradients: the derivative of the final PSNR and of the loss (eq. 21) with respect to each
+   learned scalar *as the network uses it* (mu = softplus(raw), p = sigmoid(p0), ...), by the chain
+   rule.
 3. Input sensitivity of g -> u_k per stage k: the RMS gain of random perturbations (JVPs, ~ the
    Jacobian's Frobenius norm / sqrt(n)) and the Lipschitz constant at g (its spectral norm) by power
    iteration on J^T J (one JVP and one VJP per iteration).
@@ -12,7 +13,10 @@
    implicit function theorem (`shrinkage.gst_implicit`), against the converged exact prox; their cost.
 
 Functions are pure: `(graphdef, params, batch or images, config) -> arrays` (jit them with the
-graphdef and config closed over), so notebooks can call them on any model and data.
+graphdef and config closed over), so notebooks can call them on any MGSTNet and data; graphdef and
+params are `nnx.split(model)` (`unroll.models.registry.build_split(config)`, or a loaded checkpoint's).
+The learned scalars are read by name from the stacked stage module `MGSTNet.stages` (`mu`, `rho`,
+each threshold's `theta` and `p`), every one an array over the K stages.
 A batch is a dict with "blurred" and "sharp" `[N, H, W, C]` (what `unroll.data` yields).
 The model is assumed to treat the images of a batch independently (true of MGSTNet: no batch
 statistics), so the Jacobian of g -> u_k is block diagonal and every image gets its own estimate.
@@ -30,32 +34,38 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from unroll import metrics, shrinkage
+from unroll import losses, metrics, shrinkage
 from unroll.models import blocks
-from unroll.train import TASKS
+from unroll.models.mgstnet import GST, MGSTNet
 
 GROUPS = ("kernel_prox", "image_prox", "scalars")
 # The learned scalars: mu_k, rho_k, theta_1k (KPM's soft threshold), theta_2k,i and p_k,i (IPMM's GST
 # per scale i); stored raw, used as softplus(raw), and p = sigmoid(p0).
 SCALARS = ("mu", "rho", "kernel_theta", "image_theta", "image_p")
-_RAW_SCALARS = ("raw_mu", "raw_rho", "raw_theta", "p0")
+
+
+def _network(graphdef, params) -> MGSTNet:
+    model = nnx.merge(graphdef, params)
+    if not isinstance(model, MGSTNet):
+        raise ValueError(f"the gradient studies are of MGSTNet, got {type(model).__name__}")
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------
 # Parameters by stage and group.
 
 
-def _names(path) -> tuple:
-    names = tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path)
-    return names[:-1] if names and names[-1] == "value" else names  # nnx Variable's `.value`
-
-
-def _group(names) -> str | None:
-    """The group of a parameter path `stages/...` (leaves stacked over the stages on axis 0); None
-    outside the stages."""
-    if len(names) < 2 or names[0] != "stages":
-        return None
-    return "scalars" if names[-1] in _RAW_SCALARS else str(names[1])  # kernel_prox, image_prox
+def _stage_groups(tree) -> dict:
+    """A params-shaped tree's stage leaves (stacked over the stages on axis 0) by group, read with
+    the attribute names of `mgstnet.Stage`: {group: subtree}; the groups partition the leaves."""
+    stage = dict(nnx.to_pure_dict(tree)["stages"])
+    kernel = dict(stage.pop("kernel_prox", None) or {})
+    image = dict(stage.pop("image_prox"))
+    scalars = [stage.pop("raw_mu"), stage.pop("raw_rho"), kernel.pop("threshold", {}),
+               image.pop("thresholds")]
+    if stage:
+        raise ValueError(f"unexpected stage parameters {sorted(stage)}")
+    return {"kernel_prox": kernel, "image_prox": image, "scalars": scalars}
 
 
 def stage_group_norms(tree) -> dict:
@@ -64,18 +74,18 @@ def stage_group_norms(tree) -> dict:
     Returns {group: [K]} for the GROUPS (0 where a stage has none, e.g. kernel_prox=False) and
     "total" (all of a stage's parameters; the groups partition them).
     """
-    squares = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        group = _group(_names(path))
-        if group is None:
-            continue
-        leaf = leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))  # bf16 squares overflow
-        per_stage = jnp.sum(jnp.square(leaf), axis=tuple(range(1, leaf.ndim)))
-        squares[group] = squares.get(group, 0.0) + per_stage
-    k = next(iter(squares.values())).shape[0]
-    squares = {g: jnp.broadcast_to(squares.get(g, 0.0), (k,)) for g in (*GROUPS, *squares)}
-    norms = {g: jnp.sqrt(v) for g, v in squares.items()}
-    norms["total"] = jnp.sqrt(sum(squares.values()))
+    def squares(subtree):
+        total = 0.0
+        for leaf in jax.tree.leaves(subtree):
+            leaf = leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))  # bf16 squares overflow
+            total = total + jnp.sum(jnp.square(leaf), axis=tuple(range(1, leaf.ndim)))
+        return total
+
+    groups = _stage_groups(tree)
+    k = jax.tree.leaves(groups["scalars"])[0].shape[0]
+    sq = {g: jnp.broadcast_to(squares(groups[g]), (k,)) for g in GROUPS}
+    norms = {g: jnp.sqrt(v) for g, v in sq.items()}
+    norms["total"] = jnp.sqrt(sum(sq.values()))
     return norms
 
 
@@ -84,21 +94,17 @@ def stage_group_norms(tree) -> dict:
 
 
 def _objectives(graphdef, params, batch, config):
-    """(training loss, final PSNR) from one forward pass."""
-    task = TASKS[config.model]
-    out = nnx.merge(graphdef, params)(batch["blurred"])
-    return task.loss(out, batch, config), jnp.mean(metrics.psnr(task.image(out), batch["sharp"]))
+    """(training loss, eq. 21; final PSNR) from one forward pass. The PSNR is not clipped to
+    [0, 1]: clipping would zero the derivative at saturated pixels."""
+    out = _network(graphdef, params)(batch["blurred"])
+    loss = losses.mgstnet_loss(out, batch["sharp"], batch["blurred"], alpha=config.alpha,
+                               boundary=config.boundary)
+    return loss, jnp.mean(metrics.psnr(out.images[-1], batch["sharp"]))
 
 
 def training_loss(graphdef, params, batch, config):
-    """The trainer's loss (eq. 21 for MGSTNet) of `batch`, a scalar."""
+    """The trainer's loss (eq. 21) of `batch`, a scalar."""
     return _objectives(graphdef, params, batch, config)[0]
-
-
-def final_psnr(graphdef, params, batch, config):
-    """Mean PSNR (dB) of the network's output against the sharp images. Not clipped to [0, 1]:
-    clipping would zero the derivative at saturated pixels."""
-    return _objectives(graphdef, params, batch, config)[1]
 
 
 def loss_and_psnr_grads(graphdef, params, batch, config) -> dict:
@@ -121,72 +127,61 @@ def stage_grad_norms(graphdef, params, batch, config) -> dict:
 # Learned scalars and hypergradients.
 
 
-def _scalar_slot(names) -> tuple[str, int | None] | None:
-    """(scalar name, scale or None) of a raw scalar's path (a leaf stacked over the stages)."""
-    if not names or names[-1] not in _RAW_SCALARS or names[0] != "stages":
-        return None
-    last = names[-1]
-    if last in ("raw_mu", "raw_rho"):
-        return last[4:], None
-    if names[1] == "kernel_prox":
-        return "kernel_theta", None
-    return ("image_p" if last == "p0" else "image_theta"), int(names[-2])
+def _image_thresholds(stages) -> list:
+    return list(stages.image_prox.thresholds)
 
 
-def _raw_scalars(tree) -> dict:
-    """The raw scalar leaves of a params-shaped tree: {name: [K] or [K, scales]} (names present only)."""
-    slots = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        slot = _scalar_slot(_names(path))
-        if slot is not None:
-            name, scale = slot
-            slots.setdefault(name, {})[scale] = leaf
-    out = {}
-    for name in sorted(slots, key=SCALARS.index):
-        by_scale = slots[name]
-        if None in by_scale:
-            out[name] = by_scale[None]
-        else:
-            out[name] = jnp.stack([by_scale[c] for c in sorted(by_scale)], axis=1)
-    return out
+def _values(stages) -> dict:
+    """The learned scalars as the network uses them, by their names on the stacked stage module."""
+    values = {"mu": stages.mu, "rho": stages.rho}
+    if stages.kernel_prox is not None:
+        values["kernel_theta"] = stages.kernel_prox.threshold.theta
+    thresholds = _image_thresholds(stages)
+    values["image_theta"] = jnp.stack([t.theta for t in thresholds], axis=1)
+    if all(isinstance(t, GST) for t in thresholds):
+        values["image_p"] = jnp.stack([t.p for t in thresholds], axis=1)
+    return values
 
 
-def _constrain(name, raw):
-    return jax.nn.sigmoid(raw) if name == "image_p" else jax.nn.softplus(raw)
+def _raw(stages) -> dict:
+    """The stored (unconstrained) parameters behind `_values`, same names and shapes."""
+    raw = {"mu": stages.raw_mu[...], "rho": stages.raw_rho[...]}
+    if stages.kernel_prox is not None:
+        raw["kernel_theta"] = stages.kernel_prox.threshold.raw_theta[...]
+    thresholds = _image_thresholds(stages)
+    raw["image_theta"] = jnp.stack([t.raw_theta[...] for t in thresholds], axis=1)
+    if all(isinstance(t, GST) for t in thresholds):
+        raw["image_p"] = jnp.stack([t.p0[...] for t in thresholds], axis=1)
+    return raw
 
 
-def _constrain_derivative(name, raw):
-    """dv/draw: softplus' = sigmoid; sigmoid' = p (1 - p)."""
-    s = jax.nn.sigmoid(raw)
-    return s * (1 - s) if name == "image_p" else s
-
-
-def scalar_values(params) -> dict:
+def scalar_values(graphdef, params) -> dict:
     """The learned scalars as the network uses them: {"mu", "rho", "kernel_theta": [K],
     "image_theta", "image_p": [K, scales]} (those the model has)."""
-    return {name: _constrain(name, raw) for name, raw in _raw_scalars(params).items()}
+    return _values(_network(graphdef, params).stages)
 
 
-def scalar_gradients(params, grads) -> dict:
-    """Chain rule dJ/dv = (dJ/draw) / (dv/draw) for every learned scalar v (shapes of scalar_values)."""
-    raw, graw = _raw_scalars(params), _raw_scalars(grads)
-    return {name: graw[name] / _constrain_derivative(name, raw[name]) for name in raw}
+def scalar_gradients(graphdef, params, grads) -> dict:
+    """Chain rule dJ/dv = (dJ/draw) / (dv/draw) for every learned scalar v (shapes of scalar_values).
+
+    `grads` (shaped like `params`) gives dJ/draw. Each v is an elementwise function of its own raw
+    parameter (softplus, or sigmoid for p), so dv/draw is the JVP of `scalar_values` in the all-ones
+    direction.
+    """
+    ones = jax.tree.map(jnp.ones_like, params)
+    _, slopes = jax.jvp(lambda p: scalar_values(graphdef, p), (params,), (ones,))
+    raw_grads = _raw(_network(graphdef, grads).stages)
+    return {name: raw_grads[name] / slope for name, slope in slopes.items()}
 
 
 def hypergradients(graphdef, params, batch, config) -> dict:
     """{"loss": {scalar: dLoss/dv}, "psnr": {scalar: dPSNR/dv}} for every learned scalar v."""
     grads = loss_and_psnr_grads(graphdef, params, batch, config)
-    return {name: scalar_gradients(params, g) for name, (_, g) in grads.items()}
+    return {name: scalar_gradients(graphdef, params, g) for name, (_, g) in grads.items()}
 
 
 # ----------------------------------------------------------------------------------------------------
 # Input sensitivity of g -> u_k.
-
-
-def _stage_images_fn(graphdef, params, config):
-    """g [N, H, W, C] -> u_1..u_K stacked [K, N, H, W, C]."""
-    task = TASKS[config.model]
-    return lambda g: jnp.stack(task.stage_images(nnx.merge(graphdef, params)(g)))
 
 
 def _image_norms(x):
@@ -198,42 +193,39 @@ def _normalise(v):
     return v / jnp.maximum(_image_norms(v), jnp.finfo(v.dtype).tiny)[..., None, None, None]
 
 
-def _linearize_stages(graphdef, params, config, g):
-    """(u_1..u_K stacked, their JVP in g): forward mode, so the convolutions use JAX's own rules."""
-    with blocks.forward_mode_convolutions():
-        return jax.linearize(_stage_images_fn(graphdef, params, config), g)
-
-
-def stage_outputs(graphdef, params, g, config):
+def stage_outputs(graphdef, params, g, config=None):
     """u_1..u_K stacked `[K, N, H, W, C]`."""
-    return _stage_images_fn(graphdef, params, config)(g)
+    return _network(graphdef, params)(g).images
 
 
-def stage_noise_gains(graphdef, params, g, config, key, probes: int = 4):
-    """RMS over `probes` Gaussian directions v of ||J_k v|| / ||v||, `[K, N]`.
+def _linearize_stages(graphdef, params, g):
+    """(u_1..u_K stacked, their JVP in g). Forward mode: the convolutions use JAX's own rules, and
+    GST_p is differentiated through its iterations (`gst_grad="implicit"` is reverse mode only;
+    both have the same value)."""
+    def stage_images(g):
+        model = _network(graphdef, params)
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, GST):
+                module.grad = "unrolled"
+        return model(g).images
 
-    E ||J v||^2 / ||v||^2 = ||J_k||_F^2 / n: how much white noise in g is amplified in u_k on average
-    (the Lipschitz constant is the worst direction).
-    """
-    _, f_jvp = _linearize_stages(graphdef, params, config, g)
-    return _noise_gains(f_jvp, g, key, probes)
-
-
-def stage_lipschitz(graphdef, params, g, config, key, iterations: int = 20):
-    """Power-iteration estimate of the spectral norm of the Jacobian of g -> u_k at g, `[K, N]`.
-
-    (P1) v <- J_k^T J_k v / ||J_k^T J_k v||: one JVP and one VJP (the transposed linearisation) per
-    step, per image. (P2) sigma_max ~ ||J_k v|| with ||v|| = 1: a lower bound, whose error decays
-    like (sigma_2 / sigma_1)^(2 n), slowly when the top singular values cluster (measured 1e-3 after
-    100 steps on the tiny test model). All stages at once (vmapped over a one-hot stage selector).
-    """
-    stacked, f_jvp = _linearize_stages(graphdef, params, config, g)
-    return _power_iteration(f_jvp, stacked.shape[0], g, key, iterations)
+    with blocks.forward_mode_convolutions():
+        return jax.linearize(stage_images, g)
 
 
 def stage_sensitivity(graphdef, params, g, config, key, probes: int = 4, iterations: int = 20):
-    """One linearisation for all: {"outputs": u_k [K, N, H, W, C], "noise_gain", "lipschitz": [K, N]}."""
-    stacked, f_jvp = _linearize_stages(graphdef, params, config, g)
+    """One linearisation of g -> (u_1..u_K) for both estimates:
+    {"outputs": u_k [K, N, H, W, C], "noise_gain", "lipschitz": [K, N]}.
+
+    noise_gain: RMS over `probes` Gaussian directions v of ||J_k v|| / ||v||; E ||J v||^2 / ||v||^2 =
+    ||J_k||_F^2 / n, how much white noise in g is amplified in u_k on average.
+    lipschitz: power-iteration estimate of the spectral norm of J_k at g (the worst direction):
+    (P1) v <- J_k^T J_k v / ||J_k^T J_k v||, one JVP and one VJP (the transposed linearisation) per
+    step, per image; (P2) sigma_max ~ ||J_k v|| with ||v|| = 1: a lower bound, whose error decays
+    like (sigma_2 / sigma_1)^(2 n), slowly when the top singular values cluster (measured 1e-3 after
+    100 steps on the tiny test model). All stages at once (vmapped over a one-hot stage selector).
+    """
+    stacked, f_jvp = _linearize_stages(graphdef, params, g)
     k_noise, k_power = jax.random.split(key)
     return {"outputs": stacked, "noise_gain": _noise_gains(f_jvp, g, k_noise, probes),
             "lipschitz": _power_iteration(f_jvp, stacked.shape[0], g, k_power, iterations)}
@@ -384,9 +376,10 @@ def run_study(graphdef, params, config, train_batches, eval_batch, *, power_iter
     `gst_pairs`: (theta, p, label) triples for the GST comparison (`learned_gst_pairs` gives the
     model's own); `gst_shape=None` skips the cost measurement.
     """
+    _network(graphdef, params)  # an MGSTNet
     grads_fn = jax.jit(lambda params, batch: loss_and_psnr_grads(graphdef, params, batch, config))
     param_norms = stage_group_norms(params)
-    results = {"scalars": _tolist(scalar_values(params)),
+    results = {"scalars": _tolist(scalar_values(graphdef, params)),
                "param_norms": _tolist(param_norms), "timings": {}}
 
     t0 = time.perf_counter()
@@ -394,7 +387,7 @@ def run_study(graphdef, params, config, train_batches, eval_batch, *, power_iter
         per_batch = [grads_fn(params, jax.tree.map(jnp.asarray, b)) for b in batches]
         norms = [stage_group_norms(g["loss"][1]) for g in per_batch]
         mean_norms = {k: np.mean([np.asarray(n[k]) for n in norms], axis=0) for k in norms[0]}
-        hyper = [{obj: scalar_gradients(params, g[obj][1]) for obj in ("loss", "psnr")}
+        hyper = [{obj: scalar_gradients(graphdef, params, g[obj][1]) for obj in ("loss", "psnr")}
                  for g in per_batch]
         results[name] = {
             "num_batches": len(batches), "images": int(sum(len(b["blurred"]) for b in batches)),
@@ -440,9 +433,9 @@ def run_study(graphdef, params, config, train_batches, eval_batch, *, power_iter
     return results
 
 
-def learned_gst_pairs(params) -> list:
+def learned_gst_pairs(graphdef, params) -> list:
     """(theta, p, "stage k scale i") of every GST of the image prox (empty for soft thresholds)."""
-    values = scalar_values(params)
+    values = scalar_values(graphdef, params)
     if "image_p" not in values:
         return []
     thetas, ps = np.asarray(values["image_theta"]), np.asarray(values["image_p"])

@@ -1,8 +1,8 @@
-"""Shared Flax NNX blocks: convolutions, RCAB, bilinear resampling and a multi-scale encoder-decoder.
-
-Used by MGSTNet's prior extractors (paper Section II-B, Fig. 1(c), (e), (f)) and reusable by the CNN
-baselines. Feature maps are NHWC. All convolutions use zero 'SAME' padding, truncated LeCun-normal
-weights (Flax's default distribution) and zero biases.
+"""Shared Flax NNX blocks: convolutions, RCAB, bilinear resampling and a multi-scale encoder-decoder
+(MGSTNet's prior extractors, paper Section II-B, Fig. 1(c), (e), (f)); strided and transposed
+convolutions and residual blocks (the CNN baselines MADN, IDC, MTWDN). Feature maps are NHWC.
+All convolutions use zero 'SAME' padding, truncated LeCun-normal weights (Flax's default
+distribution) and zero biases.
 
 Initialisation cost. Networks of a few hundred convolutions are slow to create with the stock tools
 on CPU, for two reasons measured with flax 0.12.8 / jax 0.10.2:
@@ -284,3 +284,58 @@ class EncoderDecoder(nnx.Module):
             d = self.skip_fusions[i](jnp.concatenate([d, self.skips[i](encoded[i])], axis=-1))
             decoded.insert(0, self.decoders[i](d))
         return tuple(decoded)
+
+
+# --- Layers of the CNN baselines (MADN, IDC, MTWDN) ------------------------------------------------
+
+def check_sizes(channels: int, features: int, scales: int, resblocks: int):
+    """The constructor arguments shared by MADN, IDC and MTWDN."""
+    for name, value in (("channels", channels), ("features", features), ("scales", scales)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if resblocks < 0:
+        raise ValueError(f"resblocks must be >= 0, got {resblocks}")
+
+
+def strided_conv(in_features: int, out_features: int, kernel_size: int = 3, stride: int = 1, *,
+                 gain: float = 1.0, rngs: nnx.Rngs | Keys) -> nnx.Conv:
+    """A square 'SAME' convolution with bias and stride `stride` (the output is ceil(size / stride))."""
+    init = lecun_normal if gain == 1.0 else functools.partial(lecun_normal, gain=gain)
+    return nnx.Conv(in_features, out_features, (kernel_size, kernel_size),
+                    strides=(stride, stride), padding="SAME", kernel_init=init,
+                    rngs=as_keys(rngs))
+
+
+def deconv(in_features: int, out_features: int, kernel_size: int = 3, stride: int = 2, *,
+           rngs: nnx.Rngs | Keys) -> nnx.ConvTranspose:
+    """Transposed convolution; 'SAME' padding multiplies the size by `stride`."""
+    return nnx.ConvTranspose(in_features, out_features, (kernel_size, kernel_size),
+                             strides=(stride, stride), padding="SAME", kernel_init=lecun_normal,
+                             rngs=as_keys(rngs))
+
+
+class ResBlock(nnx.Module):
+    """x + conv(ReLU(conv(x))), square `kernel_size` convolutions, no batch norm, no final ReLU
+    (the residual block of Tao et al.'s scale-recurrent network, which MADN, IDC and MTWDN use:
+    3x3 in MADN and MTWDN, 5x5 in IDC)."""
+
+    def __init__(self, features: int, kernel_size: int = 3, *, rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        self.conv1 = conv(features, features, kernel_size, rngs=rngs)
+        self.conv2 = conv(features, features, kernel_size, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.conv2(jax.nn.relu(self.conv1(x)))
+
+
+class ResBlocks(nnx.Module):
+    """`count` ResBlocks in sequence (count = 0 is the identity)."""
+
+    def __init__(self, features: int, count: int, kernel_size: int = 3, *, rngs: nnx.Rngs | Keys):
+        rngs = as_keys(rngs)
+        self.blocks = nnx.List([ResBlock(features, kernel_size, rngs=rngs) for _ in range(count)])
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x

@@ -13,15 +13,17 @@ scale-iterative networks the paper cites (Nah et al., Tao et al.); its Fig. 4 sa
   SubTexture: two stride-1 EBlocks of width 2f (64), no down-sampling.
   Fusion: [SubDeblur features, SubTexture features] -> conv5x5 (f) + ReLU -> conv5x5 (C).
 
-Blocks (Section 3.1, Table 1): ResBlock = x + conv5x5(ReLU(conv5x5(x))); EBlock = conv5x5 (stride 1
-or 2) + ReLU + 2 ResBlocks; DBlock = 2 ResBlocks + deconv4x4 (stride 2, or 1 for D3) + ReLU (Table 1
-lists each DBlock's deconvolution first; the text's "two ResBlock modules and one deconvolution
-layer" and the U-Net's skips at the up-sampled resolution fix the order used here).
+Blocks (Section 3.1, Table 1): ResBlock = x + conv5x5(ReLU(conv5x5(x))) (Section 3.1: "two
+convolution layers and activation functions, and the convolution layers are in skip connection";
+`blocks.ResBlock` with 5x5 kernels); EBlock = conv5x5 (stride 1 or 2) + ReLU + 2 ResBlocks;
+DBlock = 2 ResBlocks + deconv4x4 (stride 2, or 1 for D3) + ReLU (Table 1 lists each DBlock's
+deconvolution first; the text's "two ResBlock modules and one deconvolution layer" and the U-Net's
+skips at the up-sampled resolution fix the order used here).
 
 Table 1's widths (32/64/128, SubTexture 64) are features x (1, 2, 4) and 2 x features; with the
 defaults (features 32, RGB) the network has 5.76M parameters (the paper gives no count). Weights:
 truncated LeCun normal (the paper's Xavier has the same variance for equal input/output widths).
-Any image size: padded to a multiple of 4 x 2^(scales-1) and cropped back (see madn.py's helpers).
+Any image size: padded to a multiple of 4 x 2^(scales-1) and cropped back (`unroll.multiscale`).
 """
 
 from __future__ import annotations
@@ -30,27 +32,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from unroll.models.blocks import Keys, as_keys, conv
-from unroll.models.madn import (check_sizes, crop, deconv, pad_to_multiple, pyramid, resize,
-                               scaled_size, strided_conv)
+from unroll.models.blocks import Keys, ResBlock, as_keys, check_sizes, conv, deconv, strided_conv
+from unroll.multiscale import coarse_to_fine, crop_scales, pad_to_multiple
 
 KERNEL = 5            # Table 1: every convolution and ResBlock is 5x5
 DECONV_KERNEL = 4     # Table 1: deconvolutions are 4x4
 RESBLOCKS = 2         # Section 3.1: two ResBlocks per EBlock and DBlock
 RESIZE_METHOD = "linear"  # the paper does not say; bilinear, as in Tao et al.'s scale pyramid
-
-
-class ResBlock(nnx.Module):
-    """x + conv5x5(ReLU(conv5x5(x))) (Section 3.1: "two convolution layers and activation
-    functions, and the convolution layers are in skip connection")."""
-
-    def __init__(self, features: int, kernel_size: int = KERNEL, *, rngs: nnx.Rngs | Keys):
-        rngs = as_keys(rngs)
-        self.conv1 = conv(features, features, kernel_size, rngs=rngs)
-        self.conv2 = conv(features, features, kernel_size, rngs=rngs)
-
-    def __call__(self, x):
-        return x + self.conv2(jax.nn.relu(self.conv1(x)))
 
 
 class EBlock(nnx.Module):
@@ -60,7 +48,8 @@ class EBlock(nnx.Module):
                  resblocks: int = RESBLOCKS, *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         self.conv = strided_conv(in_features, features, KERNEL, stride, rngs=rngs)
-        self.resblocks = nnx.List([ResBlock(features, rngs=rngs) for _ in range(resblocks)])
+        self.resblocks = nnx.List([ResBlock(features, KERNEL, rngs=rngs)
+                                   for _ in range(resblocks)])
 
     def __call__(self, x):
         x = jax.nn.relu(self.conv(x))
@@ -75,7 +64,8 @@ class DBlock(nnx.Module):
     def __init__(self, features: int, out_features: int, stride: int = 2,
                  resblocks: int = RESBLOCKS, *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
-        self.resblocks = nnx.List([ResBlock(features, rngs=rngs) for _ in range(resblocks)])
+        self.resblocks = nnx.List([ResBlock(features, KERNEL, rngs=rngs)
+                                   for _ in range(resblocks)])
         self.deconv = deconv(features, out_features, DECONV_KERNEL, stride, rngs=rngs)
 
     def __call__(self, x):
@@ -170,12 +160,6 @@ class IDC(nnx.Module):
         if g.ndim != 4 or g.shape[-1] != self.channels:
             raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
         H, W = g.shape[1:3]
-        images, previous = [], None
-        for blur in pyramid(pad_to_multiple(g, self.multiple), self.scales, RESIZE_METHOD):
-            h, w = blur.shape[1:3]
-            previous = blur if previous is None else resize(previous, h, w, RESIZE_METHOD)
-            previous = self.step(jnp.concatenate([blur, previous], axis=-1))
-            images.append(previous)
-        return IDCOutput(images=tuple(
-            crop(u, scaled_size(H, 2 ** s), scaled_size(W, 2 ** s))
-            for u, s in zip(images, reversed(range(self.scales)))))
+        images = coarse_to_fine(self.step, pad_to_multiple(g, self.multiple), self.scales,
+                                RESIZE_METHOD)
+        return IDCOutput(images=crop_scales(images, H, W))

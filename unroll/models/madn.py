@@ -26,20 +26,29 @@ rates 1e-4 (G) and 4e-4 (D), gradient clipping at 2.
 
 Any image size: the input is padded (symmetric, bottom/right) to a multiple of 4 x 2^(scales-1), so
 that each scale's two stride-2 levels and the x0.5 pyramid are exact, and every output is cropped
-to ceil(H / 2^s) x ceil(W / 2^s) at scale s (the full size at s = 0). The helpers below
-(`pad_to_multiple`, `crop`, `downsample`) are shared with IDC and MTWDN and with their losses.
+to ceil(H / 2^s) x ceil(W / 2^s) at scale s (the full size at s = 0): `unroll.multiscale`'s helpers,
+shared with IDC and MTWDN and with their losses (which also take the gradient map M from there).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from unroll.models.blocks import Keys, as_keys, conv, lecun_normal
+from unroll.models.blocks import (
+    Keys,
+    ResBlocks,
+    as_keys,
+    check_sizes,
+    conv,
+    deconv,
+    lecun_normal,
+    strided_conv,
+)
+from unroll.multiscale import coarse_to_fine, crop, crop_scales, gradient_map, pad_to_multiple
 
 MADN_GENERATOR_LR = 1e-4
 MADN_DISCRIMINATOR_LR = 4e-4
@@ -58,154 +67,16 @@ LEAKY_GAIN = math.sqrt(2 / (1 + LEAKY_SLOPE ** 2))
 RESIZE_METHOD = "cubic"  # Section 4.1: bicubic interpolation whenever the image size changes
 
 
-# --- Multi-scale helpers shared by the CNN baselines (MADN, IDC, MTWDN) and their losses ----------
-
-def check_sizes(channels: int, features: int, scales: int, resblocks: int):
-    """The constructor arguments shared by MADN, IDC and MTWDN."""
-    for name, value in (("channels", channels), ("features", features), ("scales", scales)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if resblocks < 0:
-        raise ValueError(f"resblocks must be >= 0, got {resblocks}")
-
-
-def pad_to_multiple(x, multiple: int):
-    """Symmetric padding at the bottom/right of `[N, H, W, C]` up to multiples of `multiple`.
-
-    Padding on one side only keeps pixel (0, 0) of every scale aligned with the unpadded image,
-    so that a coarse output cropped to its top-left corner matches `downsample(sharp, factor)`.
-    """
-    ph, pw = -x.shape[1] % multiple, -x.shape[2] % multiple
-    if not (ph or pw):
-        return x
-    return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
-
-
-def crop(x, height: int, width: int):
-    return x[:, :height, :width, :]
-
-
-def scaled_size(size: int, factor: int) -> int:
-    """Size of a full-resolution length `size` at a scale `factor` (a power of 2) coarser."""
-    return -(-size // factor)
-
-
-def resize(x, height: int, width: int, method: str):
-    if x.shape[1:3] == (height, width):
-        return x
-    return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), method)
-
-
-def downsample(x, factor: int, method: str):
-    """`x` at a scale `factor` (a power of 2) coarser, `[N, ceil(H/f), ceil(W/f), C]`.
-
-    Padded like the models' inputs and resized by exactly 1/factor (antialiased), so that targets
-    and outputs cover the same pixels for any image size.
-    """
-    if factor == 1:
-        return x
-    p = pad_to_multiple(x, factor)
-    y = resize(p, p.shape[1] // factor, p.shape[2] // factor, method)
-    return crop(y, scaled_size(x.shape[1], factor), scaled_size(x.shape[2], factor))
-
-
-def factor_of(full_shape, shape) -> int:
-    """The power-of-2 scale factor f with ceil(H / f), ceil(W / f) = the coarse size."""
-    (H, W), (h, w) = full_shape[1:3], shape[1:3]
-    f = 1
-    while f <= max(H, W):
-        if (scaled_size(H, f), scaled_size(W, f)) == (h, w):
-            return f
-        f *= 2
-    raise ValueError(f"{tuple(shape)} is not a power-of-2 scale of {tuple(full_shape)}")
-
-
-def target_like(sharp, output, method: str):
-    """The ground truth at the scale of `output` (the loss-side twin of the models' pyramids)."""
-    return downsample(sharp, factor_of(sharp.shape, output.shape), method)
-
-
-def pyramid(x, scales: int, method: str):
-    """x at scales 2^(scales-1), ..., 2, 1, coarse to fine; x's size must be a multiple of
-    2^(scales-1) (every level is an exact x0.5 resize of the full image)."""
-    H, W = x.shape[1:3]
-    return tuple(resize(x, H >> s, W >> s, method) for s in reversed(range(scales)))
-
-
-# --- Gradient operator M (Section 3.1: Sobel) ----------------------------------------------------
-
-GRADIENT_EPS = 1e-6
-
-
-def sobel(x):
-    """Sobel derivatives (d/dx along W, d/dy along H) of every channel, symmetric boundary, the
-    unnormalised 3x3 kernels [1, 2, 1] x [-1, 0, 1] (as scipy.ndimage.sobel with mode='reflect')."""
-    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="symmetric")
-    rows = p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]          # smoothing along H
-    cols = p[:, :, :-2] + 2 * p[:, :, 1:-1] + p[:, :, 2:]  # smoothing along W
-    gx = rows[:, :, 2:] - rows[:, :, :-2]
-    gy = cols[:, 2:] - cols[:, :-2]
-    return gx, gy
-
-
-def gradient_map(x, eps: float = GRADIENT_EPS):
-    """M(x): per-channel Sobel gradient magnitude sqrt(gx^2 + gy^2 + eps), `[N, H, W, C]`.
-
-    The magnitude (as in SPSR, which the paper's GN follows) keeps the image's channels, so the
-    same discriminator judges images and gradient maps (eqs. 16, 20); eps keeps its derivative
-    finite on flat regions.
-    """
-    gx, gy = sobel(x)
-    return jnp.sqrt(gx ** 2 + gy ** 2 + eps)
-
-
-# --- Layers -------------------------------------------------------------------------------------
-
-def strided_conv(in_features: int, out_features: int, kernel_size: int = 3, stride: int = 1, *,
-                 gain: float = 1.0, rngs: nnx.Rngs | Keys) -> nnx.Conv:
-    init = lecun_normal if gain == 1.0 else functools.partial(lecun_normal, gain=gain)
-    return nnx.Conv(in_features, out_features, (kernel_size, kernel_size),
-                    strides=(stride, stride), padding="SAME", kernel_init=init,
-                    rngs=as_keys(rngs))
-
-
-def deconv(in_features: int, out_features: int, kernel_size: int = 3, stride: int = 2, *,
-           rngs: nnx.Rngs | Keys) -> nnx.ConvTranspose:
-    """Transposed convolution; 'SAME' padding multiplies the size by `stride`."""
-    return nnx.ConvTranspose(in_features, out_features, (kernel_size, kernel_size),
-                             strides=(stride, stride), padding="SAME", kernel_init=lecun_normal,
-                             rngs=as_keys(rngs))
-
-
-class ResBlock(nnx.Module):
-    """Residual branch R of Fig. 4(b): conv3x3, ReLU, conv3x3 (no batch norm, no final ReLU)."""
-
-    def __init__(self, features: int, kernel_size: int = 3, *, rngs: nnx.Rngs | Keys):
-        rngs = as_keys(rngs)
-        self.conv1 = conv(features, features, kernel_size, rngs=rngs)
-        self.conv2 = conv(features, features, kernel_size, rngs=rngs)
-
-    def __call__(self, x):
-        return self.conv2(jax.nn.relu(self.conv1(x)))
-
-
-class NestedResBlocks(nnx.Module):
+class NestedResBlocks(ResBlocks):
     """`count` ResBlocks linked in nested pairs, eq. (9):
-    P_{n+3} = P_n + R1(P_n) + R2(P_n + R1(P_n)).
-    An odd last ResBlock gets a plain residual connection."""
+    P_{n+3} = P_n + R1(P_n) + R2(P_n + R1(P_n)),
+    with R the residual branch of Fig. 4(b) (conv3x3, ReLU, conv3x3; no batch norm, no final ReLU).
+    Written Q = P_n + R1(P_n), eq. (9) is P_{n+3} = Q + R2(Q): two residual blocks in sequence,
+    which is how it is computed (`blocks.ResBlocks`). An odd last ResBlock gets its plain residual
+    connection."""
 
     def __init__(self, features: int, count: int = RESBLOCKS, *, rngs: nnx.Rngs | Keys):
-        rngs = as_keys(rngs)
-        self.blocks = nnx.List([ResBlock(features, rngs=rngs) for _ in range(count)])
-
-    def __call__(self, p):
-        blocks = list(self.blocks)
-        for r1, r2 in zip(blocks[0::2], blocks[1::2]):
-            q = p + r1(p)
-            p = q + r2(q)  # eq. (9)
-        if len(blocks) % 2:
-            p = p + blocks[-1](p)
-        return p
+        super().__init__(features, count, 3, rngs=rngs)
 
 
 class InBlock(nnx.Module):
@@ -433,21 +304,14 @@ class MADN(nnx.Module):
             raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
         H, W = g.shape[1:3]
         x = pad_to_multiple(g, self.multiple)
-        latents, features = [], []
-        previous = None
-        for blur in pyramid(x, self.scales, RESIZE_METHOD):  # coarse to fine, shared weights
-            h, w = blur.shape[1:3]
-            previous = blur if previous is None else resize(previous, h, w, RESIZE_METHOD)
-            previous, f = self.sn(jnp.concatenate([blur, previous], axis=-1))
-            latents.append(previous)
-            features.append(f)
+        # SN at every scale, coarse to fine, shared weights: (I_i, scale features) per scale.
+        latents, features = zip(*coarse_to_fine(self.sn, x, self.scales, RESIZE_METHOD,
+                                                image=lambda out: out[0]))
         features = features[::-1]  # finest first
         gradient, gradient_features = self.gn(gradient_map(x), features)
         restored = self.fusion(gradient_features, features[0])
-        images = [crop(u, scaled_size(H, 2 ** s), scaled_size(W, 2 ** s))
-                  for u, s in zip(latents, reversed(range(self.scales)))]
-        images.append(crop(restored, H, W))
-        return MADNOutput(images=tuple(images), gradients=(crop(gradient, H, W),))
+        images = crop_scales(latents, H, W) + (crop(restored, H, W),)
+        return MADNOutput(images=images, gradients=(crop(gradient, H, W),))
 
     def fake_logits(self, output: MADNOutput):
         """(D(X^_b), D(X^_g)): D on the restored image and on the reconstructed gradient map."""

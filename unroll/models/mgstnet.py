@@ -22,10 +22,14 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from unroll import kernels, ops, shrinkage, steps
-from unroll.models.blocks import (REDUCTION, EncoderDecoder, Keys, RCABs, as_keys, conv,
-                                  scale_widths)
+from unroll.models.blocks import REDUCTION, EncoderDecoder, Keys, RCABs, as_keys, conv, scale_widths
 
+# The image prox's shrinkage (eq. 18): GST_p (eqs. 19-20) or, for the ablation, the soft threshold.
 THRESHOLDS = ("gst", "soft")
+# How GST_p is differentiated: through its unrolled fixed-point iterations (`shrinkage.gst`), or by
+# the implicit function theorem at the exact prox (`shrinkage.gst_implicit`, reverse mode only).
+# Both have the same forward value.
+GST_GRADS = ("unrolled", "implicit")
 
 # Initial values of the learned scalars (see steps.py for the step-size scaling):
 #  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1 for circular/zero boundaries (rho = 1
@@ -63,6 +67,7 @@ class SoftThreshold(nnx.Module):
 
     @property
     def theta(self):
+        """The threshold theta = softplus(raw_theta) > 0."""
         return jax.nn.softplus(self.raw_theta[...])
 
     def __call__(self, y):
@@ -70,25 +75,40 @@ class SoftThreshold(nnx.Module):
 
 
 class GST(nnx.Module):
-    """GST_p(y, theta) of eqs. (19)-(20): learned theta > 0 and p = sigmoid(p0) in (0, 1)."""
+    """GST_p(y, theta) of eqs. (19)-(20): learned theta > 0 and p = sigmoid(p0) in (0, 1).
+
+    `grad="unrolled"` differentiates the `iterations` fixed-point steps of eq. (20)
+    (`shrinkage.gst`); `grad="implicit"` gives the same value with the derivatives of the exact prox
+    (`shrinkage.gst_implicit`: implicit function theorem, O(1) memory per element, reverse mode only).
+    """
 
     def __init__(self, theta: float = THETA_INIT, p: float = P_INIT, iterations: int = 3,
-                 delta: float = 1e-5):
+                 delta: float = 1e-5, grad: str = "unrolled"):
+        _check_gst_grad(grad)
         self.raw_theta = positive(theta)
         self.p0 = nnx.Param(jnp.asarray(math.log(p / (1 - p)), jnp.float32))
         self.iterations = iterations
         self.delta = delta
+        self.grad = grad
 
     @property
     def theta(self):
+        """The threshold theta = softplus(raw_theta) > 0."""
         return jax.nn.softplus(self.raw_theta[...])
 
     @property
     def p(self):
+        """The exponent p = sigmoid(p0) in (0, 1)."""
         return jax.nn.sigmoid(self.p0[...])
 
     def __call__(self, y):
-        return shrinkage.gst(y, self.theta, self.p, self.iterations, self.delta)
+        fn = shrinkage.gst_implicit if self.grad == "implicit" else shrinkage.gst
+        return fn(y, self.theta, self.p, self.iterations, self.delta)
+
+
+def _check_gst_grad(gst_grad: str):
+    if gst_grad not in GST_GRADS:
+        raise ValueError(f"gst_grad must be one of {GST_GRADS}, got {gst_grad!r}")
 
 
 class KernelProx(nnx.Module):
@@ -146,18 +166,21 @@ class InverseImagePriorExtractor(nnx.Module):
 
 
 class ImageProx(nnx.Module):
-    """IPMM, eq. (18): u = r + F~(GST_p(F(r), theta_2)), with an independent threshold per scale."""
+    """IPMM, eq. (18): u = r + F~(GST_p(F(r), theta_2)), with an independent threshold per scale
+    (`thresholds[i]`, each with its learned `theta` and, for GST, `p`)."""
 
     def __init__(self, channels: int = 3, features: int = 64, scales: int = 3, rcabs: int = 2,
-                 threshold: str = "gst", reduction: int = REDUCTION, *, rngs: nnx.Rngs | Keys):
+                 threshold: str = "gst", reduction: int = REDUCTION, gst_grad: str = "unrolled",
+                 *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         if threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
+        _check_gst_grad(gst_grad)
         widths = scale_widths(features, scales)
         self.multiple = 2 ** (scales - 1)
         self.extractor = ImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
         self.thresholds = nnx.List(
-            [GST() if threshold == "gst" else SoftThreshold() for _ in widths])
+            [GST(grad=gst_grad) if threshold == "gst" else SoftThreshold() for _ in widths])
         self.inverse = InverseImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
 
     def __call__(self, r):
@@ -173,11 +196,19 @@ class ImageProx(nnx.Module):
 
 
 class Stage(nnx.Module):
-    """One unrolled iteration: KGDM -> KPM -> eq. (14) -> IGDM -> IPMM."""
+    """One unrolled iteration: KGDM (eq. 11) -> KPM (eq. 12) -> eq. (14) -> IGDM (eq. 17) -> IPMM
+    (eq. 18).
+
+    Learned scalars by name: `mu` (mu_k of eq. 11), `rho` (rho_k of eq. 17),
+    `kernel_prox.threshold.theta` (theta_1k of eq. 12), `image_prox.thresholds[i].theta` and `.p`
+    (theta_2k and p of scale i, eqs. 18-20). In `MGSTNet.stages` every one is stacked over the
+    stages, so the same names give arrays `[K]`.
+    """
 
     def __init__(self, *, channels: int, scales: int, kernel_rcabs: int, image_rcabs: int,
                  features: int, kernel_features: int, boundary: str, threshold: str,
-                 kernel_prox: bool, reduction: int, rngs: nnx.Rngs | Keys):
+                 kernel_prox: bool, reduction: int, gst_grad: str = "unrolled",
+                 rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         self.boundary = boundary
         self.raw_mu = positive(MU_INIT)
@@ -185,14 +216,16 @@ class Stage(nnx.Module):
         self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
                             if kernel_prox else None)
         self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold, reduction,
-                                    rngs=rngs)
+                                    gst_grad, rngs=rngs)
 
     @property
     def mu(self):
+        """mu_k, the kernel step size of eq. (11): softplus(raw_mu) > 0."""
         return jax.nn.softplus(self.raw_mu[...])
 
     @property
     def rho(self):
+        """rho_k, the image step size of eq. (17): softplus(raw_rho) > 0."""
         return jax.nn.softplus(self.raw_rho[...])
 
     def __call__(self, h, u, g):
@@ -219,15 +252,16 @@ def _at_least_float32(x):
 class MGSTNetOutput:
     """Per-stage results, each stacked over the stages on a leading axis (`[-1]` is the output).
 
-    images: u_k [K, N, H, W, C]; kernels: h_k [K, N, k, k] (nonnegative, sum 1);
-    kernels_grad: s_k, the kernel after KGDM and before KPM (paper Table II compares s/||s||_1 with h);
-    images_grad: r_k, the image after IGDM and before IPMM.
+    images: u_k [K, N, H, W, C] (eq. 18); kernels: h_k [K, N, k, k] (eq. 14: nonnegative, sum 1);
+    kgdm_kernels: s_k of eq. (11), the kernel after the gradient step KGDM and before KPM (paper
+    Table II compares s/||s||_1 with h); igdm_images: r_k of eq. (17), the image after the gradient
+    step IGDM and before IPMM.
     """
 
     images: jax.Array
     kernels: jax.Array
-    kernels_grad: jax.Array
-    images_grad: jax.Array
+    kgdm_kernels: jax.Array
+    igdm_images: jax.Array
 
 
 class MGSTNet(nnx.Module):
@@ -235,7 +269,10 @@ class MGSTNet(nnx.Module):
 
     `g [N, H, W, C]` (any H, W >= kernel_size) -> MGSTNetOutput. `threshold="soft"` replaces GST_p by
     the soft threshold in IPMM (ablation); `kernel_prox=False` drops KPM (KGDM + eq. 14 only).
-    `reduction` is the RCABs' channel-attention ratio (RCAN's 16).
+    `gst_grad` (one of GST_GRADS) chooses how GST_p is differentiated: "unrolled" through its
+    fixed-point iterations, "implicit" by the implicit function theorem at the exact prox (same
+    forward value; reverse mode only, see `GST`). `reduction` is the RCABs' channel-attention ratio
+    (RCAN's 16).
 
     The K stages do not share parameters, but they are stored stacked: `self.stages` is one `Stage`
     whose every parameter has a leading axis of length K (`stage(k)` gives stage k on its own), and
@@ -250,7 +287,8 @@ class MGSTNet(nnx.Module):
                  image_rcabs: int = 2, channels: int = 3, kernel_size: int = 15,
                  features: int = 64, kernel_features: int = 32, boundary: str = "symmetric",
                  threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
-                 reduction: int = REDUCTION, *, rngs: nnx.Rngs | None = None):
+                 reduction: int = REDUCTION, gst_grad: str = "unrolled", *,
+                 rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -264,6 +302,7 @@ class MGSTNet(nnx.Module):
             raise ValueError(f"boundary must be one of {ops.BOUNDARIES}, got {boundary!r}")
         if threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
+        _check_gst_grad(gst_grad)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.kernel_size = kernel_size
@@ -273,7 +312,8 @@ class MGSTNet(nnx.Module):
         graphdefs, states = zip(*(nnx.split(Stage(
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
             features=features, kernel_features=kernel_features, boundary=boundary,
-            threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, rngs=rngs))
+            threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, gst_grad=gst_grad,
+            rngs=rngs))
             for _ in range(stages)))
         self.stages = nnx.merge(graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 

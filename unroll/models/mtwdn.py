@@ -13,38 +13,24 @@ Each decoder ends with a 3x3 convolution to the image's channels (OutBlock).
 
 The paper sets every convolution to 3x3; it gives neither widths nor the deconvolutions' kernels,
 so the widths are Tao et al.'s 32/64/128 (features x 1, 2, 4) and the stride-2 deconvolutions are
-4x4 as there. ResBlock = x + conv3x3(ReLU(conv3x3(x))). With the defaults (features 32, RGB) the
-network has 2.14M parameters (the paper gives no count). Weights: truncated LeCun normal (the
-paper's Xavier has the same variance for equal input/output widths). Any image size: padded to a
-multiple of 4 x 2^(scales-1) and cropped back (see madn.py's helpers).
+4x4 as there. ResBlock = x + conv3x3(ReLU(conv3x3(x))) (`blocks.ResBlock`). With the defaults
+(features 32, RGB) the network has 2.14M parameters (the paper gives no count). Weights:
+truncated LeCun normal (the paper's Xavier has the same variance for equal input/output widths).
+Any image size: padded to a multiple of 4 x 2^(scales-1) and cropped back (`unroll.multiscale`).
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx, struct
 
-from unroll.models.blocks import Keys, as_keys, conv
-from unroll.models.idc import ResBlock  # x + conv(ReLU(conv(x))), 3x3 here
-from unroll.models.madn import (check_sizes, crop, deconv, pad_to_multiple, pyramid, resize,
-                               scaled_size, strided_conv)
+from unroll.models.blocks import Keys, ResBlocks, as_keys, check_sizes, conv, deconv, strided_conv
+from unroll.multiscale import coarse_to_fine, crop_scales, pad_to_multiple
 
 KERNEL = 3             # Section 4: "We set the convolution kernel size 3x3"
 DECONV_KERNEL = 4      # not given; Tao et al.'s
 RESBLOCKS = 3          # Section 3.1: three residual blocks per encoder / decoder level
 RESIZE_METHOD = "linear"  # not given; bilinear as in Tao et al.
-
-
-class ResBlocks(nnx.Module):
-    def __init__(self, features: int, count: int = RESBLOCKS, *, rngs: nnx.Rngs | Keys):
-        rngs = as_keys(rngs)
-        self.blocks = nnx.List([ResBlock(features, KERNEL, rngs=rngs) for _ in range(count)])
-
-    def __call__(self, x):
-        for block in self.blocks:
-            x = block(x)
-        return x
 
 
 class EBlock(nnx.Module):
@@ -54,7 +40,7 @@ class EBlock(nnx.Module):
                  *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         self.conv = strided_conv(in_features, features, KERNEL, stride, rngs=rngs)
-        self.resblocks = ResBlocks(features, resblocks, rngs=rngs)
+        self.resblocks = ResBlocks(features, resblocks, KERNEL, rngs=rngs)
 
     def __call__(self, x):
         return self.resblocks(jax.nn.relu(self.conv(x)))
@@ -67,7 +53,7 @@ class DBlock(nnx.Module):
                  rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         self.deconv = deconv(in_features, features, DECONV_KERNEL, 2, rngs=rngs)
-        self.resblocks = ResBlocks(features, resblocks, rngs=rngs)
+        self.resblocks = ResBlocks(features, resblocks, KERNEL, rngs=rngs)
 
     def __call__(self, x, skip=None):
         x = jax.nn.relu(self.deconv(x))
@@ -145,15 +131,7 @@ class MTWDN(nnx.Module):
         if g.ndim != 4 or g.shape[-1] != self.channels:
             raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
         H, W = g.shape[1:3]
-        results, previous = [], None
-        for blur in pyramid(pad_to_multiple(g, self.multiple), self.scales, RESIZE_METHOD):
-            h, w = blur.shape[1:3]
-            previous = blur if previous is None else resize(previous, h, w, RESIZE_METHOD)
-            out = self.net(jnp.concatenate([blur, previous], axis=-1))
-            previous = out[0]
-            results.append(out)
-        sizes = [(scaled_size(H, 2 ** s), scaled_size(W, 2 ** s))
-                 for s in reversed(range(self.scales))]
-        images, ups, downs = (tuple(crop(x, *size) for x, size in zip(seq, sizes))
-                              for seq in zip(*results))
+        results = coarse_to_fine(self.net, pad_to_multiple(g, self.multiple), self.scales,
+                                 RESIZE_METHOD, image=lambda out: out[0])
+        images, ups, downs = (crop_scales(seq, H, W) for seq in zip(*results))
         return MTWDNOutput(images=images, up_images=ups, down_images=downs)
