@@ -13,47 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
-import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from unroll import train
 from unroll.config import Config
-
-
-def compile_seconds(config: Config, stage_counts, remat_modes=(False, True)) -> list[dict]:
-    """[{stages, remat, trace_lower_s, compile_s}] for `config` at each stage count and remat mode."""
-    mesh = train.make_mesh()
-    zeros = np.zeros((config.batch_size, config.patch_size, config.patch_size, config.channels),
-                     np.float32)
-    batch = train.global_batch({"blurred": zeros, "sharp": zeros}, mesh)
-    rows = []
-    cache = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    try:
-        for remat in remat_modes:
-            for stages in stage_counts:
-                c = dataclasses.replace(config, stages=stages, remat=remat)
-                graphdef, params = train.build_model(c)
-                tx, _ = train.make_optimizer(c, 10, 10)
-                state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                                        "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
-                step = train.make_train_step(graphdef, c, tx, mesh)
-                t0 = time.perf_counter()
-                lowered = step.lower(state, batch)
-                t1 = time.perf_counter()
-                lowered.compile()
-                t2 = time.perf_counter()
-                rows.append({"stages": stages, "remat": remat, "trace_lower_s": round(t1 - t0, 3),
-                             "compile_s": round(t2 - t1, 3)})
-                print(f"compile: stages {stages} remat {remat}: {t2 - t0:.1f} s", file=sys.stderr)
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cache)
-    return rows
 
 
 def main():
@@ -68,7 +30,7 @@ def main():
     except ValueError:
         parser.error(f"--stages must be comma-separated integers, got {args.stages!r}")
     config = dataclasses.replace(Config(), **CONFIGS[args.config], steps=1)
-    rows = compile_seconds(config, stages)
+    rows = train.compile_seconds(config, stages)
     print(json.dumps({"config": args.config, "compile": rows}, indent=1))
 
 

@@ -144,8 +144,8 @@ def main(argv=None):
     result["memory"] = {}
     for stages in args.memory_stages:
         for remat in (False, True):
-            abstract = nnx.eval_shape(lambda: MGSTNet(**model_config(args, stages=stages,
-                                                                      remat=remat)))
+            kwargs = model_config(args, stages=stages, remat=remat)
+            abstract = nnx.eval_shape(lambda kwargs=kwargs: MGSTNet(**kwargs))
             gd, abstract_params = nnx.split(abstract, nnx.Param)
             compiled, seconds = compile_timed(grad_function(gd), abstract_params, sharp, blurred)
             result["memory"][f"stages={stages},remat={remat}"] = {

@@ -5,7 +5,7 @@
 A scene of each size is the built-in "astronaut" photograph mirrored out to size x size and blurred
 with a 15x15 Gaussian (sigma 2, `unroll.data.blur_host` applied in row strips so that making the
 scene needs little memory). A small MGSTNet (the demo configuration, random initialisation: speed
-does not depend on the weights) deblurs it in tiles (`unroll.deblur.Deblurrer`).
+does not depend on the weights) deblurs it in tiles (`unroll.inference.model.Model`).
 
 Prints one JSON object: the tile forward pass's compile time and XLA temporary memory (which bounds
 the model's memory whatever the scene size), and per size: seconds, seconds per megapixel and per
@@ -13,7 +13,7 @@ tile (flat when tiling works: the per-megapixel figure also carries the tile-ove
 `processed_pixel_ratio`), process CPU seconds per megapixel (steadier than wall time on a shared
 machine), the host arrays' peak (tracemalloc, numpy allocations) and the process's
 peak RSS so far (`ru_maxrss`, monotone: sizes run in increasing order), and what a whole-image pass
-would need (`unroll.deblur.forward_bytes`).
+would need (`unroll.inference.deblur.forward_bytes`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import data, deblur, kernels, tiling, train
+from unroll import data, kernels
 from unroll.config import Config
+from unroll.inference import deblur, tiling
+from unroll.inference.model import Model
+from unroll.models import registry
 
 DEMO_MODEL = dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16,
                   kernel_features=8, kernel_size=15, channels=3)
@@ -87,8 +90,8 @@ def rss_mib() -> float:
 def main(argv=None):
     args = parse_args(argv)
     config = Config(**{**DEMO_MODEL, "features": args.features})
-    graphdef, params = train.build_model(config)
-    model = deblur.Deblurrer(config, graphdef, params)
+    graphdef, params = registry.build_split(config)
+    model = Model(config, graphdef, params)
     tile_shape = jax.ShapeDtypeStruct((1, args.tile, args.tile, config.channels), jnp.float32)
     t0 = time.perf_counter()
     compiled = model._predict.lower(params, tile_shape).compile()
@@ -96,7 +99,7 @@ def main(argv=None):
     for _ in range(3):  # warm up (thread pools, allocator)
         jax.block_until_ready(model.predict(np.zeros(tile_shape.shape, np.float32)))
     result = {
-        "model": {**DEMO_MODEL, "features": args.features, "params": train.num_params(params)},
+        "model": {**DEMO_MODEL, "features": args.features, "params": registry.num_params(params)},
         "tile": args.tile, "overlap": args.overlap, "global_kernel": args.global_kernel,
         "devices": str(jax.devices()[0].platform), "compile_s": round(compile_s, 2),
         "tile_forward_temp_mib": round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1),

@@ -19,10 +19,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from unroll import kernels, ops, train
 from unroll.config import Config
+from unroll.models import registry
 
 CONFIGS = {
     "demo": dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16, kernel_features=8,
@@ -54,19 +54,17 @@ def _step_flops(config: Config, compiled, tx, mesh, batch) -> float:
     if config.model != "mgstnet" or config.stages == 1:  # no loop: the step itself counts
         return _xla_flops(compiled)
     one = dataclasses.replace(config, stages=1)
-    graphdef, params = train.build_model(one)
-    state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                            "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+    graphdef, params = registry.build_split(one)
+    state = train.init_state(params, tx, mesh)
     lowered = train.make_train_step(graphdef, one, tx, mesh).lower(state, batch)
     return _xla_flops(lowered.compile()) * config.stages
 
 
 def measure(config: Config, repeats: int) -> dict:
     mesh = train.make_mesh()
-    graphdef, params = train.build_model(config)
+    graphdef, params = registry.build_split(config)
     tx, _ = train.make_optimizer(config, 1000, 800)
-    state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                            "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+    state = train.init_state(params, tx, mesh)
     step = train.make_train_step(graphdef, config, tx, mesh)
     batch = train.global_batch(synthetic_batch(config), mesh)
     t0 = time.perf_counter()
@@ -82,7 +80,7 @@ def measure(config: Config, repeats: int) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
-    return {"batch_shape": list(batch["blurred"].shape), "num_params": train.num_params(params),
+    return {"batch_shape": list(batch["blurred"].shape), "num_params": registry.num_params(params),
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "images_per_s": round(config.batch_size / step_s, 3), "gflop_per_step": round(flops / 1e9, 2),
             "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat, "bf16": config.bf16}

@@ -25,8 +25,18 @@ from pathlib import Path
 
 from absl import app, flags
 
-from experiments.mgstnet import FLAGS, config_from_flags, run_reporting_user_errors
+from experiments.common import (
+    FLAGS,
+    config_from_flags,
+    define_config_flags,
+    define_workdir_flag,
+    no_positional_arguments,
+    run_reporting_user_errors,
+)
 from unroll.config import Config, ConfigError
+
+define_config_flags()
+define_workdir_flag("workdir", "output directory: one run per variant, and the tables")
 
 AXES = ("stages", "scales", "kernel_rcabs", "image_rcabs", "threshold", "kernel_prox")
 PAPER_TABLES = {"kernel_rcabs": "Table I", "scales": "Table III", "image_rcabs": "Table IV",
@@ -100,18 +110,16 @@ def kernel_table(config: Config, workdir: Path) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from unroll import distributed, train
-    from unroll.evaluation import kernel_scores
+    import unroll
+    from unroll.train.evaluation import kernel_scores, make_eval_set
 
-    graphdef, params, _ = train.restore_params(config, workdir)
-    params = distributed.local_copy(params)
-    predict = train.make_predict(graphdef, config.bf16)
+    model = unroll.load(workdir, "latest")
     rows = {"s": [], "h": []}
-    for example in train.make_eval_set(config):
+    for example in make_eval_set(config):
         if "kernel" not in example:
             continue
-        out = predict(params, jnp.asarray(example["blurred"])[None])
-        s = np.asarray(out.kernels_grad[-1][0])
+        out = model(jnp.asarray(example["blurred"])[None])
+        s = np.asarray(out.kgdm_kernels[-1][0])
         rows["s"].append(kernel_scores(s / max(np.abs(s).sum(), 1e-12), example["kernel"]))
         rows["h"].append(kernel_scores(np.asarray(out.kernels[-1][0]), example["kernel"]))
     return {f"{which}_{k}": float(np.mean([r[k] for r in values]))
@@ -208,9 +216,7 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
 
     if compile_stages is None:
         compile_stages = sweeps.get("stages", [1, 2, 3])
-    from benchmarks.compile import compile_seconds
-
-    compile_rows = compile_seconds(base, sorted(set(compile_stages))) if compile_stages else []
+    compile_rows = train.compile_seconds(base, sorted(set(compile_stages))) if compile_stages else []
     write_csv(workdir / "compile.csv", compile_rows, ("stages", "remat", "trace_lower_s", "compile_s"))
 
     rows = []
@@ -230,8 +236,7 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
 
 
 def run(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r}")
+    no_positional_arguments(argv)
     base = config_from_flags().validate()
     sweeps = parse_sweeps(FLAGS.sweep, FLAGS.values)
     try:

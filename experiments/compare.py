@@ -18,8 +18,18 @@ from pathlib import Path
 
 from absl import app, flags
 
-from experiments.mgstnet import FLAGS, config_from_flags, run_reporting_user_errors
+from experiments.common import (
+    FLAGS,
+    config_from_flags,
+    define_config_flags,
+    define_workdir_flag,
+    no_positional_arguments,
+    run_reporting_user_errors,
+)
 from unroll.config import MODELS, Config, ConfigError
+
+define_config_flags()
+define_workdir_flag("workdir", "output directory: one run per model and noise level, and the tables")
 
 flags.DEFINE_list("models", list(MODELS), f"models to compare: {', '.join(MODELS)}")
 flags.DEFINE_list("noise_levels", ["0", "0.001"], "noise standard deviations (train and test)")
@@ -80,6 +90,7 @@ def markdown(rows: list[dict], noise_levels, base: Config) -> str:
 
 def compare(base: Config, models, noise_levels, workdir, baseline_features: int = 0) -> list[dict]:
     from unroll import plots, train
+    from unroll.models import registry
 
     workdir = Path(workdir)
     runs = make_runs(base, models, noise_levels, baseline_features)
@@ -87,9 +98,9 @@ def compare(base: Config, models, noise_levels, workdir, baseline_features: int 
     for model, noise, config in runs:
         run_dir = workdir / model / f"noise={noise}"
         results = train.finished_or_train(config, run_dir, f"{model} (noise {noise})")
-        task = train.TASKS[model]
-        rows.append({**results, "model": model, "noise": noise, "interpretable": task.interpretable,
-                     "estimates_kernel": task.estimates_kernel, "run_dir": run_dir})
+        spec = registry.spec(model)
+        rows.append({**results, "model": model, "noise": noise, "interpretable": spec.interpretable,
+                     "estimates_kernel": spec.estimates_kernel, "run_dir": run_dir})
     with open(workdir / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
@@ -105,8 +116,7 @@ def compare(base: Config, models, noise_levels, workdir, baseline_features: int 
 
 
 def run(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r}")
+    no_positional_arguments(argv)
     base = config_from_flags().validate()
     try:
         noise_levels = [float(n) for n in FLAGS.noise_levels]

@@ -3,11 +3,14 @@ learned scalars, input sensitivity (JVP gains, Lipschitz constants per stage), u
 implicit differentiation of GST_p.
 
     python -m experiments.grad_study --flagfile=experiments/flags/tiny.flags --workdir=DIR
+    python -m experiments.grad_study --workdir=DIR --checkpoint=best
     python -m experiments.grad_study --flagfile=... --workdir=DIR --checkpoint=none
 
-The model flags are those of `experiments.mgstnet`. `--checkpoint=latest|best` studies DIR's
-checkpoint (restored with `unroll.train.restore_params`), or the freshly initialised model when DIR
-has none; `--checkpoint=none` always studies the initialisation. The json says which.
+The configuration flags are those of `experiments.mgstnet`. `--checkpoint=latest|best` studies DIR's
+checkpoint (`unroll.load`: the network and its configuration come from the checkpoint, no flagfile
+needed; flags given explicitly replace data and loss settings, and may not change the network), or
+the freshly initialised model when DIR has none; `--checkpoint=none` always studies the
+initialisation. The json says which.
 Data: `--num_batches` training batches of the configuration's pipeline and the first
 `--num_images` evaluation images, centre-cropped to `--crop` (so that they batch).
 Writes DIR/grad_study.json and DIR/grad_study/*.png.
@@ -15,24 +18,18 @@ Writes DIR/grad_study.json and DIR/grad_study/*.png.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from experiments import mgstnet as trainer_cli  # defines the model/data flags and --workdir
-from unroll.config import Config, ConfigError
+from experiments import common
+from experiments.common import UsageError
 
 FLAGS = flags.FLAGS
-# Keep the trainer's configuration flags and --workdir; its other flags (mode, deblurring,
-# multi-process) mean nothing here, and --checkpoint gains "none".
-_KEEP = {f.name for f in dataclasses.fields(Config)} | {"workdir"}
-for _flag in FLAGS.get_flags_for_module(trainer_cli):
-    if _flag.name not in _KEEP and _flag.name in FLAGS:
-        delattr(FLAGS, _flag.name)
+common.define_config_flags()
+common.define_workdir_flag()
 flags.DEFINE_enum("checkpoint", "latest", ["latest", "best", "none"],
                   "checkpoint of --workdir to study; none: the initialised model")
 flags.DEFINE_integer("num_batches", 2, "training batches for the gradient norms and hypergradients")
@@ -54,9 +51,9 @@ def _ints(name, minimum):
     try:
         values = [int(v) for v in FLAGS[name].value]
     except ValueError:
-        raise ConfigError(f"--{name}={','.join(FLAGS[name].value)}: expected integers") from None
+        raise UsageError(f"--{name}={','.join(FLAGS[name].value)}: expected integers") from None
     if not values or min(values) < minimum:
-        raise ConfigError(f"--{name}: expected integers >= {minimum}")
+        raise UsageError(f"--{name}: expected integers >= {minimum}")
     return values
 
 
@@ -64,21 +61,21 @@ def _check_study_flags(config):
     for name in ("num_batches", "num_images", "power_iterations", "probes", "gst_samples",
                  "gst_repeats", "gst_reference_iterations"):
         if FLAGS[name].value < 1:
-            raise ConfigError(f"--{name}={FLAGS[name].value}: must be at least 1")
+            raise UsageError(f"--{name}={FLAGS[name].value}: must be at least 1")
     crop = FLAGS.crop or config.patch_size
     multiple = 2 ** (config.scales - 1)
     if crop < config.kernel_size or crop % multiple:
-        raise ConfigError(f"--crop={crop}: must be >= --kernel_size={config.kernel_size} and a "
-                          f"multiple of {multiple}")
+        raise UsageError(f"--crop={crop}: must be >= --kernel_size={config.kernel_size} and a "
+                         f"multiple of {multiple}")
     try:
         ps = [float(v) for v in FLAGS.gst_p]
     except ValueError:
-        raise ConfigError(f"--gst_p={','.join(FLAGS.gst_p)}: expected numbers") from None
+        raise UsageError(f"--gst_p={','.join(FLAGS.gst_p)}: expected numbers") from None
     if any(not 0 < p <= 1 for p in ps):
-        raise ConfigError("--gst_p: every p must be in (0, 1]")
+        raise UsageError("--gst_p: every p must be in (0, 1]")
     shape = _ints("gst_shape", 1)
     if len(shape) != 4:
-        raise ConfigError("--gst_shape: expected N,H,W,C")
+        raise UsageError("--gst_shape: expected N,H,W,C")
     return crop, ps, _ints("gst_iterations", 1), shape
 
 
@@ -91,7 +88,7 @@ def _centre_crop(image, size):
 def _data(config, crop):
     import numpy as np
 
-    from unroll import data, train
+    from unroll import data
 
     stream = iter(data.make_train_dataset(
         config.train_dir or None, patch_size=config.patch_size, batch_size=config.batch_size,
@@ -100,11 +97,15 @@ def _data(config, crop):
         channels=config.channels))
     batches = [{k: next_batch[k] for k in ("blurred", "sharp")}
                for next_batch in (next(stream) for _ in range(FLAGS.num_batches))]
-    eval_set = train.make_eval_set(config)
+    eval_set = data.make_eval_dataset(
+        config.test_dir or None, kernel_size=config.kernel_size,
+        sigma_range=(config.sigma_min, config.sigma_max), noise=config.noise,
+        motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
+        center_crop=config.eval_crop or None)
     examples = [eval_set[i] for i in range(min(FLAGS.num_images, len(eval_set)))]
     small = [e["name"] for e in examples if min(e["blurred"].shape[:2]) < crop]
     if small:
-        raise ConfigError(f"--crop={crop} is larger than evaluation image {small[0]}")
+        raise UsageError(f"--crop={crop} is larger than evaluation image {small[0]}")
     eval_batch = {k: np.stack([_centre_crop(e[k], crop) for e in examples])
                   for k in ("blurred", "sharp")}
     return batches, eval_batch, [e["name"] for e in examples]
@@ -119,42 +120,69 @@ def _gst_pairs(grid_ps, learned):
     return list(pairs.values())
 
 
-def _model(config, workdir):
-    """(graphdef, params, description) from --checkpoint, or the initialisation."""
-    from unroll import train
+def _checkpoint(workdir):
+    """(configuration, loaded model or None): from DIR's checkpoint (`unroll.load`) unless
+    --checkpoint=none or DIR has none; the flags given explicitly replace the saved values."""
+    import unroll
     from unroll.checkpoint import Checkpoints
 
-    which = FLAGS.checkpoint
-    if which != "none":
+    if FLAGS.checkpoint != "none":
         with Checkpoints(workdir) as checkpoints:
-            step = checkpoints.step(which)
-        if step is not None:
-            graphdef, params, step = train.restore_params(config, workdir, which)
-            return graphdef, params, {"source": "checkpoint", "checkpoint": which, "step": int(step)}
-    graphdef, params = train.build_model(config)
-    reason = ("--checkpoint=none" if which == "none" else f"no {which} checkpoint in {workdir}")
+            present = checkpoints.step("latest") is not None
+        if present:
+            loaded = unroll.load(workdir, checkpoint=FLAGS.checkpoint)
+            config = common.config_from_flags(base=loaded.config)
+            theirs = loaded.config.model_signature()
+            diff = [f"--{k}={v!r} (checkpoint has {theirs.get(k)!r})"
+                    for k, v in config.model_signature().items() if theirs.get(k) != v]
+            if diff:
+                raise UsageError(f"{', '.join(diff)}: the study is of the checkpoint's network "
+                                 "(--checkpoint=none studies an initialised one)")
+            return config, loaded
+    return common.config_from_flags(), None
+
+
+def _model(config, loaded, workdir):
+    """(graphdef, params, description) of the loaded checkpoint, or the initialisation."""
+    from flax import nnx
+
+    from unroll.models import registry
+
+    if loaded is not None:
+        graphdef = loaded.graphdef
+        if (config.gst_grad, config.remat) != (loaded.config.gst_grad, loaded.config.remat):
+            # Same parameters, another way to differentiate (--gst_grad) or to store activations.
+            graphdef = nnx.split(nnx.eval_shape(lambda: registry.build(config)))[0]
+        return graphdef, loaded.params, {"source": "checkpoint", "checkpoint": FLAGS.checkpoint,
+                                         "step": int(loaded.step)}
+    graphdef, params = registry.build_split(config)
+    reason = ("--checkpoint=none" if FLAGS.checkpoint == "none"
+              else f"no {FLAGS.checkpoint} checkpoint in {workdir}")
     return graphdef, params, {"source": "initialisation", "reason": reason, "step": 0}
 
 
 def run(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r} (flags look like --name=value)")
-    config = trainer_cli.config_from_flags().validate()
-    crop, gst_ps, gst_iterations, gst_shape = _check_study_flags(config)
+    common.no_positional_arguments(argv)
     workdir = Path(FLAGS.workdir)
+    config, loaded = _checkpoint(workdir)
+    config = config.validate()
+    if config.model != "mgstnet":
+        raise UsageError(f"--model={config.model}: the gradient studies are of MGSTNet")
+    crop, gst_ps, gst_iterations, gst_shape = _check_study_flags(config)
 
-    from unroll import studies, train
+    from unroll import studies
+    from unroll.models import registry
 
     t0 = time.perf_counter()
-    graphdef, params, model = _model(config, workdir)
+    graphdef, params, model = _model(config, loaded, workdir)
     batches, eval_batch, names = _data(config, crop)
-    pairs = _gst_pairs(gst_ps, studies.learned_gst_pairs(params))
+    pairs = _gst_pairs(gst_ps, studies.learned_gst_pairs(graphdef, params))
     results = studies.run_study(
         graphdef, params, config, batches, eval_batch, power_iterations=FLAGS.power_iterations,
         probes=FLAGS.probes, seed=config.seed, gst_pairs=pairs, gst_iterations=gst_iterations,
         gst_samples=FLAGS.gst_samples, gst_reference_iterations=FLAGS.gst_reference_iterations,
         gst_shape=gst_shape, gst_repeats=FLAGS.gst_repeats)
-    model.update(workdir=str(workdir.resolve()), num_params=train.num_params(params))
+    model.update(workdir=str(workdir.resolve()), num_params=registry.num_params(params))
     results = {"model": model, "config": config.to_dict(),
                "study": {k: FLAGS[k].value for k in ("num_batches", "num_images", "power_iterations",
                                                      "probes", "gst_samples", "gst_repeats",
@@ -185,16 +213,7 @@ def _print_summary(results):
 
 
 def main(argv):
-    from unroll.checkpoint import CheckpointError
-    from unroll.data import DataError
-
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
-        run(argv)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    common.run_reporting_user_errors(run, argv)
 
 
 if __name__ == "__main__":

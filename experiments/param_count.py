@@ -43,7 +43,7 @@ def main(argv):
             features=FLAGS.features, kernel_features=FLAGS.kernel_features,
             reduction=FLAGS.reduction, threshold=FLAGS.threshold, kernel_prox=FLAGS.kernel_prox))
     except ValueError as e:
-        raise app.UsageError(str(e))
+        raise app.UsageError(str(e)) from None
     total = count(model)
     stage = model.stages  # all stages, parameters stacked on a leading axis
     per_stage = lambda module: count(module) // model.num_stages  # noqa: E731

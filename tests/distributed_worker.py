@@ -15,14 +15,14 @@ import jax
 jax.config.update("jax_num_cpu_devices", 1)
 process_id, num_processes, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
-from unroll import distributed, train  # noqa: E402
+from unroll import train  # noqa: E402
+from unroll.models import registry  # noqa: E402
+from unroll.train import distributed  # noqa: E402
 
 distributed.initialize(f"localhost:{port}" if num_processes > 1 else "", num_processes if num_processes > 1 else 0,
                        process_id if num_processes > 1 else -1)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from unroll import data  # noqa: E402
 from unroll.config import Config  # noqa: E402
@@ -41,10 +41,9 @@ def pipeline(index):
 mesh = train.make_mesh()
 assert jax.process_count() == num_processes and mesh.size == num_processes
 shards = [pipeline(jax.process_index())] if num_processes > 1 else [pipeline(i) for i in range(SHARDS)]
-graphdef, params = train.build_model(config)
+graphdef, params = registry.build_split(config)
 tx, _ = train.make_optimizer(config, STEPS, STEPS)
-state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                        "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+state = train.init_state(params, tx, mesh)
 step = train.make_train_step(graphdef, config, tx, mesh)
 for _ in range(STEPS):
     parts = [next(it) for it in shards]

@@ -27,7 +27,7 @@ def test_parse_sweeps_types_and_errors():
 def test_variants_change_one_axis_and_are_validated():
     variants = ablate.make_variants(TINY, {"stages": [1, 2], "threshold": ["soft"]})
     assert [v[0] for v in variants] == ["stages=1", "stages=2", "threshold=soft"]
-    for name, axis, value, config in variants:
+    for _, axis, value, config in variants:
         changed = {f.name for f in dataclasses.fields(Config)
                    if getattr(config, f.name) != getattr(TINY, f.name)}
         assert changed <= {axis}

@@ -15,7 +15,6 @@ from scipy.signal import convolve2d
 from unroll import data, kernels, ops
 from unroll.data import DataError
 
-
 # --------------------------------------------------------------------------------------------------
 # Helpers.
 
@@ -131,6 +130,12 @@ def test_default_process_arguments_and_gray(tmp_path):
 
 
 def test_worker_processes_give_the_same_batches(tmp_path):
+    # grain's worker processes read grain's own absl flags: parsed in an absl app (as the entry
+    # points are), marked parsed here. The library itself never touches absl.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
     root = _random_folder(tmp_path)
     expected = _take(iter(_train(root, seed=2)), 3)
     it = iter(_train(root, seed=2, num_workers=2))
@@ -378,6 +383,14 @@ def test_missing_empty_and_imageless_folders(tmp_path):
     (tmp_path / "notes" / "readme.txt").write_text("no images here")
     with pytest.raises(DataError, match="notes"):
         data.make_eval_dataset(str(tmp_path / "notes"))
+
+
+def test_symlink_loop_is_walked_once(tmp_path):
+    root = _random_folder(tmp_path / "set", n=2)
+    (root / "sub").mkdir()
+    _png(root / "sub" / "deep.png", np.zeros((20, 20, 3), np.uint8))
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # sub/loop -> set/
+    assert data.ImageFolder(root).names == ["img0.png", "img1.png", "sub/deep.png"]
 
 
 def test_corrupt_file_raises_or_is_skipped_with_a_warning(tmp_path):

@@ -1,4 +1,4 @@
-"""unroll.raster: GeoTIFF round trips keep the tags byte for byte and the pixels; dropped tags warn.
+"""unroll.data.raster: GeoTIFF round trips keep the tags byte for byte and the pixels; dropped tags warn.
 
 The tag bytes are checked with a small IFD parser written here from the TIFF 6.0 layout (header,
 12-byte entries, values inline when they fit in 4 bytes), independent of tifffile.
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from unroll import raster
-from unroll.raster import RasterWarning
+from unroll.data import raster
+from unroll.data.raster import RasterWarning
 
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
 

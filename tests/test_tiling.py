@@ -1,4 +1,4 @@
-"""unroll.tiling and unroll.deblur: tile layout, blending, stitched = whole image for a local model,
+"""unroll.inference.tiling and unroll.inference.deblur: tile layout, blending, stitched = whole image for a local model,
 per-tile and global kernels with a tiny MGSTNet, and `deblur_files` on GeoTIFFs and PNGs."""
 
 import dataclasses
@@ -9,9 +9,12 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from unroll import data, deblur, tiling, train
+from unroll import data
 from unroll.config import Config
 from unroll.data import DataError
+from unroll.inference import deblur, tiling
+from unroll.inference.model import Model
+from unroll.models import registry
 
 TINY = Config(stages=2, scales=1, kernel_rcabs=1, image_rcabs=1, features=8, kernel_features=4,
               kernel_size=7, channels=3)  # tiny.flags' model
@@ -67,7 +70,7 @@ def test_stitched_local_model_equals_whole_image(shape):
 @pytest.fixture(scope="module")
 def model():
     """A randomly initialised tiny MGSTNet, shared so its tile functions compile once."""
-    return deblur.Deblurrer(TINY, *train.build_model(TINY))
+    return Model(TINY, *registry.build_split(TINY))
 
 
 def _periodic_halves(height=64, width=128, period=8, sigmas=(0.6, 2.5)):
@@ -110,14 +113,13 @@ def _geotiff(path, arr):
                                 (34735, 3, 4, (1, 1, 0, 0), False)])
 
 
-def test_deblur_files_tiles_geotiffs_and_refuses_bad_input(tmp_path, monkeypatch, model):
-    monkeypatch.setattr(deblur, "_restore", lambda c, w, which: (model.graphdef, model.params))
+def test_deblur_files_tiles_geotiffs_and_refuses_bad_input(tmp_path, monkeypatch, model, capsys):
     rng = np.random.default_rng(2)
     scene = (rng.random((48, 70, 3)) * 60000).astype(np.uint16)
     _geotiff(tmp_path / "scene.tif", scene)
     data.save_image(tmp_path / "photo.png", rng.random((40, 36, 3)))
     out = tmp_path / "out"
-    written = deblur.deblur_files(TINY, tmp_path, [tmp_path / "scene.tif", tmp_path / "photo.png"],
+    written = deblur.deblur_files(model, [tmp_path / "scene.tif", tmp_path / "photo.png"],
                                   out, tile_size=32, tile_overlap=8)
     assert [p.name for p in written] == ["scene_deblurred.tif", "photo_deblurred.png"]
     with tifffile.TiffFile(out / "scene_deblurred.tif") as tif:
@@ -128,24 +130,83 @@ def test_deblur_files_tiles_geotiffs_and_refuses_bad_input(tmp_path, monkeypatch
     assert data.load_image(out / "photo_deblurred.png").shape == (40, 36, 3)
     assert (out / "scene_kernel.png").exists()
     with pytest.raises(FileExistsError, match="exists"):
-        deblur.deblur_files(TINY, tmp_path, [tmp_path / "scene.tif"], out, tile_size=32,
+        deblur.deblur_files(model, [tmp_path / "scene.tif"], out, tile_size=32,
                             tile_overlap=8)
-    deblur.deblur_files(TINY, tmp_path, [tmp_path / "scene.tif"], out, overwrite=True,
+    deblur.deblur_files(model, [tmp_path / "scene.tif"], out, overwrite=True,
                         tile_size=32, tile_overlap=8, global_kernel=True)
 
     tifffile.imwrite(tmp_path / "five.tif", np.zeros((5, 40, 40), np.uint16),
                      photometric="minisblack", planarconfig="separate")
     with pytest.raises(DataError, match="five.tif has 5 bands") as err:
-        deblur.deblur_files(TINY, tmp_path, [tmp_path / "five.tif"], tmp_path / "o5")
+        deblur.deblur_files(model, [tmp_path / "five.tif"], tmp_path / "o5")
     assert "\n" not in str(err.value) and "--channels=3" in str(err.value)
 
-    # 8 MiB: the 300x300 host arrays (4 MiB) fit, its forward pass (30 MiB) does not.
+    # 8 MiB: the 300x300 host arrays (4 MiB) fit, its forward pass (30 MiB) does not: tiled at once.
     monkeypatch.setattr(deblur, "available_memory", lambda: 2 ** 23)
     big = tmp_path / "big.png"
     data.save_image(big, np.zeros((300, 300, 3)))
-    with pytest.raises(DataError, match="--tile_size=") as err:
-        deblur.deblur_files(TINY, tmp_path, [big], tmp_path / "o6")
-    assert "big.png" in str(err.value) and not (tmp_path / "o6").exists()
+    written = deblur.deblur_files(model, [big], tmp_path / "o6")
+    assert "deblurred in 64x64 tiles" in capsys.readouterr().err
+    assert data.load_image(written[0]).shape == (300, 300, 3)
+    # 4 MiB: not even the host arrays fit.
+    monkeypatch.setattr(deblur, "available_memory", lambda: 2 ** 22)
+    with pytest.raises(DataError, match="even when tiled") as err:
+        deblur.deblur_files(model, [big], tmp_path / "o7")
+    assert "big.png" in str(err.value) and not (tmp_path / "o7").exists()
+
+
+def test_deblurring_never_replaces_or_rereads_a_users_files(tmp_path, model, capsys):
+    rng = np.random.default_rng(3)
+    photos = tmp_path / "photos"
+    data.save_image(photos / "x.png", rng.random((40, 36, 3)))
+    data.save_image(photos / "x_kernel.png", rng.random((30, 30, 3)))  # the user's own picture
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    with pytest.raises(DataError, match="would replace an input"):
+        deblur.deblur_files(model, [photos], photos, overwrite=True)
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+
+    # A user's file where an output goes is never replaced, --overwrite or not.
+    out = tmp_path / "out"
+    data.save_image(out / "x_deblurred.png", rng.random((40, 36, 3)))
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="x_deblurred.png exists"):
+            deblur.deblur_files(model, [photos / "x.png"], out, overwrite=overwrite)
+
+    # Outputs written into the input folder are not read back as inputs by a rerun, and a rerun
+    # with --overwrite replaces them (unroll wrote them).
+    alone = tmp_path / "alone"
+    data.save_image(alone / "a.png", rng.random((40, 36, 3)))
+    first = deblur.deblur_files(model, [alone], alone)
+    capsys.readouterr()
+    again = deblur.deblur_files(model, [alone], alone, overwrite=True)
+    assert first == again == [alone / "a_deblurred.png"]
+    assert "skipping 2 file(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in alone.iterdir()) == ["a.png", "a_deblurred.png", "a_kernel.png"]
+
+
+def test_alpha_passes_through_and_exif_orientation_is_applied(tmp_path, model):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    rgba = (rng.random((40, 36, 4)) * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clip.png")
+    [out] = deblur.deblur_files(model, [tmp_path / "clip.png"], tmp_path / "o1")
+    with Image.open(out) as im:
+        assert im.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(im)[..., 3], rgba[..., 3])
+
+    # Stored 40 wide x 24 high, EXIF orientation 6 (turn 90 degrees clockwise to view): 24 x 40.
+    stored = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    assert data.image_size(tmp_path / "turned.jpg") == (40, 24)
+    upright = data.load_image(tmp_path / "turned.jpg")
+    with Image.open(tmp_path / "turned.jpg") as im:
+        raw = np.asarray(im, np.float32) / 255  # as stored, orientation ignored
+    np.testing.assert_allclose(upright, np.rot90(raw, k=-1), atol=1e-6)
+    [out] = deblur.deblur_files(model, [tmp_path / "turned.jpg"], tmp_path / "o2")
+    assert data.load_image(out).shape == (40, 24, 3)
 
 
 def test_memory_estimate_grows_with_pixels_and_features():

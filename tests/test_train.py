@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from unroll import checkpoint, train
 from unroll.config import Config, ConfigError
+from unroll.models import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FLAGS = ROOT / "experiments" / "flags" / "tiny.flags"
@@ -36,7 +36,8 @@ def tiny_config(**overrides) -> Config:
 
 
 def _params(workdir, config):
-    _, params, step = train.restore_params(config, workdir)
+    with checkpoint.Checkpoints(workdir) as checkpoints:
+        _, params, step = checkpoints.restore_model("latest")
     return step, jax.tree.leaves(params)
 
 
@@ -76,7 +77,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
         train.train_and_evaluate(config, tmp_path / "killed")
     monkeypatch.setattr(checkpoint.Checkpoints, "save", original)
     assert _params(tmp_path / "killed", config)[0] == 3
+    # As if killed later: a line of a step after the checkpoint, then a line cut short mid-write.
+    with open(tmp_path / "killed" / "log.jsonl", "a") as f:
+        f.write('{"step": 4, "loss": 99.0}\n{"step": 5, "lo')
     train.train_and_evaluate(config, tmp_path / "killed")
+    logged = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert logged == [json.loads(line)["step"] for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
 
     step_a, params_a = _params(tmp_path / "whole", config)
     step_b, params_b = _params(tmp_path / "killed", config)
@@ -97,10 +103,9 @@ def test_sharded_step_matches_single_device_step():
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:2]):
         mesh = train.make_mesh(devices)
-        graphdef, params = train.build_model(config)
+        graphdef, params = registry.build_split(config)
         tx, _ = train.make_optimizer(config, 10, 8)
-        state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                                "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+        state = train.init_state(params, tx, mesh)
         step = train.make_train_step(graphdef, config, tx, mesh)
         global_batch = train.global_batch(batch, mesh)
         assert len(global_batch["blurred"].sharding.device_set) == len(devices)
@@ -119,6 +124,11 @@ def test_config_validation_names_the_flag():
         tiny_config(patch_size=30, scales=3).validate()
     with pytest.raises(ConfigError, match="--steps"):
         tiny_config(steps=5, epochs=2).validate()
+    for flag in ("sigma_max", "noise", "alpha", "final_learning_rate"):
+        with pytest.raises(ConfigError, match=f"--{flag}=inf: must be a finite number"):
+            tiny_config(**{flag: float("inf")}).validate()
+    with pytest.raises(ConfigError, match="--gst_grad"):
+        tiny_config(gst_grad="fd").validate()
 
 
 def _cli(*args, cwd=ROOT):
@@ -133,7 +143,15 @@ def _snapshot(folder: Path) -> dict:
 
 
 def test_cli_bad_inputs_fail_with_one_line_and_touch_nothing(tmp_path):
+    from unroll import data
+
+    (tmp_path / "test").mkdir()
+    data.save_image(tmp_path / "test" / "good.png", np.random.default_rng(0).random((40, 40, 3)))
+    data.save_image(tmp_path / "test" / "cut.png", np.random.default_rng(1).random((40, 40, 3)))
+    whole = (tmp_path / "test" / "cut.png").read_bytes()
+    (tmp_path / "test" / "cut.png").write_bytes(whole[:len(whole) // 2])  # header intact, pixels cut
     cases = [
+        ([f"--test_dir={tmp_path / 'test'}"], "cut.png"),  # found before any training step
         (["--no_such_flag=1"], "no_such_flag"),
         (["--stages=0"], "--stages"),
         ([f"--train_dir={tmp_path / 'missing'}"], "missing"),
@@ -151,19 +169,20 @@ def test_cli_trains_then_refuses_another_configuration(tmp_path):
     ok = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--steps=2", "--save_every=2")
     assert ok.returncode == 0, ok.stderr
     assert "PSNR" in ok.stdout
+    ok_metrics = (workdir / "metrics.json").read_text()
     before = _snapshot(workdir)
     other = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--steps=2", "--stages=3")
     assert other.returncode != 0
     assert "Traceback" not in other.stderr and "--stages=3" in other.stderr, other.stderr
     assert _snapshot(workdir) == before
 
-    # Deblur mode on a user image; a second run refuses to overwrite the outputs.
+    # Deblur mode on a user image with the workdir alone (the checkpoint holds the configuration);
+    # a second run refuses to overwrite the outputs; a flag contradicting the checkpoint is refused.
     from unroll import data
     image = tmp_path / "photo.png"
     data.save_image(image, np.random.default_rng(0).random((41, 37, 3)))
     out = tmp_path / "out"
-    first = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur",
-                 f"--input={image}", f"--output_dir={out}")
+    first = _cli(f"--workdir={workdir}", "--mode=deblur", f"--input={image}", f"--output_dir={out}")
     assert first.returncode == 0, first.stderr
     deblurred = data.load_image(out / "photo_deblurred.png")
     assert deblurred.shape == (41, 37, 3)
@@ -171,6 +190,14 @@ def test_cli_trains_then_refuses_another_configuration(tmp_path):
     again = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur",
                  f"--input={image}", f"--output_dir={out}")
     assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+    mismatch = _cli(f"--workdir={workdir}", "--mode=deblur", f"--input={image}", "--stages=3",
+                    f"--output_dir={tmp_path / 'mismatch'}")
+    assert mismatch.returncode == 2 and "--stages=3" in mismatch.stderr, mismatch.stderr
+    assert "Traceback" not in mismatch.stderr and not (tmp_path / "mismatch").exists()
+    evaluated = _cli(f"--workdir={workdir}", "--mode=eval")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((workdir / "metrics.json").read_text())["psnr"] == pytest.approx(
+        json.loads(ok_metrics)["psnr"], abs=1e-4)
 
     # Tiled (each 32x32 tile estimates its kernel); a bad tile flag is a one-line error.
     tiled = _cli(f"--flagfile={TINY_FLAGS}", f"--workdir={workdir}", "--mode=deblur", f"--input={image}",
@@ -187,7 +214,8 @@ def test_multiband_tiffs_train_evaluate_and_deblur(tmp_path):
     """A model built for C = 4 bands trains on 4-band 16-bit TIFFs and deblurs one into a 4-band TIFF."""
     import tifffile
 
-    from unroll import deblur
+    import unroll
+    from unroll.inference import deblur
 
     rng = np.random.default_rng(0)
     for folder, count in (("train", 3), ("test", 2)):
@@ -201,7 +229,7 @@ def test_multiband_tiffs_train_evaluate_and_deblur(tmp_path):
                          steps=2, save_every=2, batch_size=2)
     results = train.train_and_evaluate(config, tmp_path / "run")
     assert np.isfinite(results["psnr"]) and results["num_images"] == 2
-    written = deblur.deblur_files(config, tmp_path / "run", [tmp_path / "test" / "scene0.tif"],
+    written = deblur.deblur_files(unroll.load(tmp_path / "run"), [tmp_path / "test" / "scene0.tif"],
                                   tmp_path / "out")
     out = tifffile.imread(written[0])
     assert out.shape == (64, 64, 4) and out.dtype == np.uint16
@@ -213,7 +241,7 @@ def test_checkpoint_of_per_stage_layout_restores_stacked(tmp_path):
     from flax import nnx
 
     config = tiny_config(stages=2, scales=1, kernel_rcabs=0, image_rcabs=0, features=4)
-    graphdef, params = train.build_model(config)
+    graphdef, params = registry.build_split(config)
     model = nnx.merge(graphdef, params)
     old_params = nnx.State({"stages": nnx.State(
         {k: nnx.split(model.stage(k))[1] for k in range(2)})})
@@ -231,8 +259,13 @@ def test_checkpoint_of_per_stage_layout_restores_stacked(tmp_path):
     assert jax.tree.structure(state) == jax.tree.structure(expected)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(a, b)
+    with checkpoint.Checkpoints(tmp_path) as ckpt:  # the parameters alone, no optimiser built
+        _, model_params, model_step = ckpt.restore_model("latest")
+    assert model_step == 3 and jax.tree.structure(model_params) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(model_params), jax.tree.leaves(expected["params"])):
+        np.testing.assert_array_equal(a, b)
 
-    other = one_update(train.build_model(dataclasses.replace(config, features=8))[1])
+    other = one_update(registry.build_split(dataclasses.replace(config, features=8))[1])
     with checkpoint.Checkpoints(tmp_path) as ckpt, pytest.raises(checkpoint.CheckpointError) as e:
         ckpt.restore(other)
     assert "does not fit this network" in str(e.value) and "\n" not in str(e.value)

@@ -9,19 +9,17 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from test_train import tiny_config
 
 from unroll import losses, train
 from unroll.config import Config
-
-from test_train import tiny_config
+from unroll.models import registry
 
 
 def _state(config, mesh):
-    graphdef, params = train.build_model(config)
+    graphdef, params = registry.build_split(config)
     tx, _ = train.make_optimizer(config, 10, 10)
-    state = jax.device_put({"params": params, "opt_state": tx.init(params),
-                            "step": jnp.zeros((), jnp.int32)}, NamedSharding(mesh, P()))
+    state = train.init_state(params, tx, mesh)
     # The train step donates its state: keep host copies for the reference.
     return graphdef, jax.tree.map(lambda x: jnp.asarray(np.array(x)), params), tx, state
 

@@ -7,15 +7,14 @@ values up front and raises `ConfigError` naming the flag, so a bad run fails bef
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 class ConfigError(ValueError):
     """A flag value that cannot work; the message names the flag."""
 
 
-MODELS = ("mgstnet", "madn", "idc", "mtwdn")
-THRESHOLDS = ("gst", "soft")
-BOUNDARIES = ("symmetric", "circular", "zero")
+MODELS = ("mgstnet", "madn", "idc", "mtwdn")  # the keys of unroll.models.registry.MODELS
 
 
 @dataclasses.dataclass
@@ -32,6 +31,7 @@ class Config:
     kernel_size: int = 15
     channels: int = 3
     threshold: str = "gst"
+    gst_grad: str = "unrolled"
     kernel_prox: bool = True
     boundary: str = "symmetric"
     remat: bool = False
@@ -69,10 +69,17 @@ class Config:
     num_samples: int = 3
 
     def validate(self) -> "Config":
+        from unroll.models.mgstnet import GST_GRADS, THRESHOLDS
+        from unroll.ops import BOUNDARIES
+
         def need(ok, flag, message):
             if not ok:
                 raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {message}")
 
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), field.name, "must be a finite number")
         need(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
         need(self.stages >= 1, "stages", "must be at least 1")
         need(1 <= self.scales <= 3, "scales", "must be 1, 2 or 3")
@@ -83,6 +90,7 @@ class Config:
         need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size", "must be a positive odd number")
         need(self.channels >= 1, "channels", "must be >= 1 (1 grayscale, 3 RGB, any for multiband TIFF)")
         need(self.threshold in THRESHOLDS, "threshold", f"must be one of {', '.join(THRESHOLDS)}")
+        need(self.gst_grad in GST_GRADS, "gst_grad", f"must be one of {', '.join(GST_GRADS)}")
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
         need(self.patch_size >= self.kernel_size, "patch_size", f"must be >= --kernel_size={self.kernel_size}")
         need(self.patch_size % 2 ** (self.scales - 1) == 0, "patch_size",
@@ -109,7 +117,7 @@ class Config:
 
     # Fields that define the network: a checkpoint only fits a run with the same values.
     MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
-                    "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox")
+                    "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox", "boundary")
     BASELINE_FIELDS = ("model", "scales", "features", "channels")
 
     def model_signature(self) -> dict:
@@ -136,6 +144,3 @@ class Config:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
-
-def fields():
-    return dataclasses.fields(Config)

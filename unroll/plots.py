@@ -63,7 +63,12 @@ def read_log(log_path) -> dict[str, dict[int, float]]:
     if not log_path.exists():
         return series
     for line in log_path.read_text().splitlines():
-        entry = json.loads(line)
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill mid-write
+            continue
+        if not isinstance(entry, dict) or "step" not in entry:
+            continue
         for k, v in entry.items():
             if k != "step" and isinstance(v, (int, float)):
                 series.setdefault(k, {})[entry["step"]] = v
@@ -86,30 +91,39 @@ def convergence(path, curves: dict, title: str = "", ylabel: str = "PSNR (dB)"):
 
 
 def training_curves(log_path, path):
-    """Loss and evaluation PSNR against step, from a JSONL scalar log (last value per step wins)."""
+    """Training loss (the mean over each logging interval, `loss_mean`; older logs: `loss`) and the
+    evaluation PSNR against step, with the blurred input's PSNR as a dashed reference line."""
     series = read_log(log_path)
-    panels = [k for k in ("loss", "eval_psnr") if k in series]
+    loss_key = "loss_mean" if "loss_mean" in series else "loss"
+    panels = [k for k in (loss_key, "eval_psnr") if k in series]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
     for ax, k in zip(axes[0], panels):
         steps = sorted(series[k])
-        ax.plot(steps, [series[k][s] for s in steps], marker="." if k != "loss" else None)
+        ax.plot(steps, [series[k][s] for s in steps], marker="." if k == "eval_psnr" else None,
+                label="model" if k == "eval_psnr" else None)
         ax.set_xlabel("step")
-        ax.set_ylabel(k)
-        if k == "loss":
+        if k == "eval_psnr":
+            ax.set_ylabel("evaluation PSNR (dB)")
+            reference = series.get("eval_psnr_input")
+            if reference:
+                ax.axhline(np.mean(list(reference.values())), color="gray", linestyle="--",
+                           label="blurred input")
+            ax.legend(fontsize=8)
+        else:
+            ax.set_ylabel("training loss (mean per log interval)" if k == "loss_mean" else "loss")
             ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def save_kernel(path, kernel, zoom: int = 8):
-    """A kernel as a grayscale PNG scaled to its maximum and enlarged `zoom` times (nearest)."""
-    from PIL import Image
+def save_kernel(path, kernel, zoom: int = 8, mark: bool = False):
+    """A kernel as a grayscale PNG scaled to its maximum and enlarged `zoom` times (nearest); `mark`
+    tags it as written by unroll."""
+    from unroll.data.images import save_image
 
     k = np.asarray(kernel, np.float64)
     k = k / k.max() if k.max() > 0 else k
-    big = np.kron(k, np.ones((zoom, zoom)))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(big * 255).astype(np.uint8)).save(path)
+    save_image(path, np.kron(k, np.ones((zoom, zoom))), mark=mark)

@@ -415,9 +415,10 @@ def _write_layout(raster: Raster) -> dict:
     return kwargs
 
 
-def write_raster(path, raster: Raster, pixels=None) -> Path:
+def write_raster(path, raster: Raster, pixels=None, software: str | None = None) -> Path:
     """Write `pixels` (default: the raster's) as a TIFF with the raster's dtype, range, layout and
-    kept tags (raw, byte-identical). Parent folders are created."""
+    kept tags (raw, byte-identical; with `software`, the Software tag says that instead). Parent
+    folders are created."""
     path = Path(path)
     data = to_stored(raster, pixels)
     if raster.planar and raster.bands > 1:
@@ -427,9 +428,10 @@ def write_raster(path, raster: Raster, pixels=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     bigtiff = raster.bigtiff or data.nbytes > 2 ** 32 - 2 ** 25
     layout = _write_layout(raster)
+    tags = [t for t in _extratags(raster) if software is None or t[0] != 305]
     write = lambda **kw: tifffile.imwrite(  # noqa: E731
-        path, data, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None, software=False,
-        extratags=_extratags(raster), **kw)
+        path, data, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None,
+        software=software or False, extratags=tags, **kw)
     try:
         write(**layout)
     except (KeyError, ValueError) as exc:  # a predictor tifffile cannot encode without imagecodecs

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import time
 from typing import Callable
 
 import numpy as np
+
+from unroll.progress import Progress
 
 PredictTile = Callable[[np.ndarray], tuple]  # [1, t, t, C] -> (restored [1, t, t, C], kernel or None)
 
@@ -99,31 +99,6 @@ def _pad_to(crop: np.ndarray, tile: int) -> np.ndarray:
     return np.pad(crop, ((0, tile - h), (0, tile - w), (0, 0)), mode="symmetric")
 
 
-class TileProgress:
-    """A progress bar over tiles on stderr: redrawn in place on a TTY, a line per tenth otherwise."""
-
-    def __init__(self, total: int, label: str = "tiles", stream=None, enabled: bool = True):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.stream = sys.stderr if stream is None else stream
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self._next_report = 0
-
-    def update(self, done: int):
-        if not self.enabled or (not self.tty and done < self._next_report and done < self.total):
-            return
-        self._next_report = done + max(1, self.total // 10)
-        elapsed = time.perf_counter() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        filled = int(24 * done / max(self.total, 1))
-        line = (f"[{'#' * filled}{'.' * (24 - filled)}] {self.label} {done}/{self.total} "
-                f"{rate:.2f}/s ETA {int(eta) // 60:d}:{int(eta) % 60:02d}")
-        end = "\n" if done >= self.total or not self.tty else ""
-        self.stream.write(("\r" if self.tty else "") + line + end)
-        self.stream.flush()
-
-
 @dataclasses.dataclass
 class TiledResult:
     image: np.ndarray                 # float32 [H, W, C], blended
@@ -152,7 +127,7 @@ def deblur_tiled(predict_tile: PredictTile, image, tile: int, overlap: int, *,
     out = np.zeros(image.shape, np.float32)
     total_weight = np.zeros((height, width), np.float32)
     kernels: list = []
-    bar = TileProgress(len(rows) * len(cols), enabled=progress)
+    bar = Progress(len(rows) * len(cols), "tiles", enabled=progress)
 
     def collect(pending):
         top, left, weight, (restored, kernel) = pending
@@ -204,5 +179,5 @@ def num_tiles(shape: tuple[int, int], tile: int, overlap: int) -> int:
     return math.prod(len(tile_positions(s, tile, overlap)) for s in shape)
 
 
-__all__ = ["TileProgress", "TiledResult", "axis_weights", "check_tiling", "crop_tile",
+__all__ = ["TiledResult", "axis_weights", "check_tiling", "crop_tile",
            "deblur_tiled", "num_tiles", "texture_crops", "tile_positions", "tile_weights"]

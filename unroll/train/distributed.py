@@ -3,7 +3,7 @@
 One process per host (or per GPU); each sees its local devices, JAX joins them into one global device
 list, and the trainer's 1-D "data" mesh spans them all. Each process reads its own shard of the data
 (`data.make_train_dataset` slices the images by `jax.process_index()`) and contributes its slice of
-every global batch (`train.global_batch`). Orbax writes each checkpoint once, coordinated across the
+every global batch (`global_batch`). Orbax writes each checkpoint once, coordinated across the
 processes, and a checkpoint restores under any process count: parameters are replicated, and the data
 iterator's state is the number of batches consumed, the same on every process.
 
@@ -16,6 +16,8 @@ How to start the processes:
 from __future__ import annotations
 
 import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 
 def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
@@ -47,3 +49,20 @@ def local_copy(tree):
     that span other processes' devices is not allowed, and a local copy avoids any communication.
     """
     return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+
+def make_mesh(devices=None):
+    """1-D mesh "data" over `devices` (default: every device of every process).
+
+    Auto axis type: the model code stays sharding-agnostic and XLA propagates the batch sharding.
+    """
+    devices = jax.devices() if devices is None else devices
+    return jax.make_mesh((len(devices),), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def global_batch(batch: dict, mesh) -> dict:
+    """Host-local numpy batch -> global arrays sharded on the batch axis."""
+    sharding = NamedSharding(mesh, P("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items() if isinstance(v, np.ndarray)}

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import metrics, plots
+from unroll import data, metrics, plots
+from unroll.config import Config
+from unroll.models import registry
 
 IMAGE_METRICS = ("psnr", "ssim", "rmse")
 KERNEL_METRICS = ("kernel_mnc", "kernel_mse", "kernel_rmse")
@@ -56,22 +58,23 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
-def evaluate(predict, params, eval_set, config, task, out_dir=None, extra: dict | None = None) -> dict:
+def evaluate(predict, params, eval_set, config, out_dir=None, extra: dict | None = None) -> dict:
     """Run the model on every image of `eval_set`; with `out_dir`, write metrics.json, a per-image CSV,
     sample grids and a PSNR box-plot there and print a table."""
+    spec = registry.spec(config)
     rows, samples = [], []
     for i in range(len(eval_set)):
         example = eval_set[i]
         out = predict(params, jnp.asarray(example["blurred"])[None])
-        restored = np.clip(np.asarray(task.image(out)[0], np.float32), 0, 1)
+        restored = np.clip(np.asarray(spec.image(out)[0], np.float32), 0, 1)
         row = {"name": example["name"], "class_name": example.get("class_name", ""),
                **image_scores(restored, example["blurred"], example["sharp"])}
-        kernel = task.kernel(out)
+        kernel = spec.kernel(out)
         if kernel is not None and "kernel" in example:
             row.update(kernel_scores(np.asarray(kernel[0]), example["kernel"]))
         rows.append(row)
         if out_dir is not None and i < config.num_samples:
-            samples.append((example, [np.asarray(u[0]) for u in task.stage_images(out)],
+            samples.append((example, [np.asarray(u[0]) for u in spec.stage_images(out)],
                             None if kernel is None else np.asarray(kernel[0])))
     if not rows:
         raise ValueError("the evaluation set is empty")
@@ -118,3 +121,12 @@ def format_table(summary: dict) -> str:
     for c, m in summary.get("per_class", {}).items():
         lines.append(f"  {c:20s} {fmt(m['psnr'], 2)} / {fmt(m['ssim'])} / {fmt(m['rmse'])}")
     return "\n".join(lines)
+
+
+def make_eval_set(config: Config):
+    """The fixed evaluation set of `config` (its test folder, or the built-in test images)."""
+    return data.make_eval_dataset(
+        config.test_dir or None, kernel_size=config.kernel_size,
+        sigma_range=(config.sigma_min, config.sigma_max), noise=config.noise,
+        motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
+        center_crop=config.eval_crop or None)

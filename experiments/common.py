@@ -1,0 +1,120 @@
+"""What every entry point of `experiments` shares: the configuration flags and the user-error wrapper.
+
+Each entry point calls `define_config_flags()` (and `define_workdir_flag()`) itself, then defines its
+own flags, so no entry point imports another one for its flags or deletes flags it does not want.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import flags, logging
+
+from unroll.config import Config, ConfigError
+
+FLAGS = flags.FLAGS
+
+HELP = {
+    "model": "network: mgstnet, or a CNN baseline: madn, idc, mtwdn",
+    "stages": "number of unrolled stages K",
+    "scales": "scales of the image prior encoder-decoder (1-3)",
+    "kernel_rcabs": "RCABs in the kernel prior G and G~",
+    "image_rcabs": "RCABs per level in the image prior F and F~",
+    "features": "width of the image prior at full resolution",
+    "kernel_features": "width of the kernel prior",
+    "kernel_size": "size of the estimated (and synthesised) kernels, odd",
+    "channels": "image bands: 1 (grayscale), 3 (RGB) or any count for multiband TIFF",
+    "threshold": "image shrinkage: gst (GST_p) or soft",
+    "gst_grad": "how GST_p is differentiated: unrolled (its fixed-point iterations) or implicit "
+                "(the exact prox, implicit function theorem)",
+    "kernel_prox": "use the kernel proximal module KPM",
+    "boundary": "boundary of the blur operator: symmetric, circular or zero",
+    "remat": "rematerialise each stage in the backward pass (less memory)",
+    "train_dir": "training images (folder, recursive); empty: built-in samples",
+    "test_dir": "test images: a folder (blurred here) or blur/+sharp/ pairs; empty: built-in samples",
+    "patch_size": "training crop size",
+    "sigma_min": "smallest Gaussian blur sigma",
+    "sigma_max": "largest Gaussian blur sigma",
+    "noise": "standard deviation of the added Gaussian noise",
+    "motion_prob": "probability of a random motion kernel instead of a Gaussian",
+    "eval_crop": "centre-crop evaluation images to this size (0: whole images)",
+    "num_workers": "grain worker processes for the training data",
+    "batch_size": "global batch size (divisible by the number of devices)",
+    "steps": "training steps (give --steps or --epochs)",
+    "epochs": "training epochs over the training images",
+    "learning_rate": "Adam learning rate",
+    "final_learning_rate": "learning rate at the end of training",
+    "final_lr_epochs": "epochs at the final learning rate (epoch budget)",
+    "final_lr_steps": "steps at the final learning rate (step budget)",
+    "alpha": "weight of the kernel loss (eq. 21)",
+    "grad_clip": "clip gradients to this global norm (0: off)",
+    "bf16": "compute in bfloat16 (parameters, loss and optimiser stay float32)",
+    "seed": "seed of the initialisation and the data",
+    "log_every": "steps between log lines",
+    "save_every": "steps between checkpoints",
+    "eval_every": "steps between evaluations (0: only at the end)",
+    "keep": "checkpoints to keep (plus the best)",
+    "num_samples": "evaluation images drawn as sample grids",
+}
+
+
+def define_config_flags():
+    """One flag per field of `unroll.config.Config`: same name, same default (defined once per
+    process, whichever entry points are imported)."""
+    for field in dataclasses.fields(Config):
+        if field.name in FLAGS:
+            continue
+        default, help_ = field.default, HELP.get(field.name, field.name)
+        if isinstance(default, bool):
+            flags.DEFINE_bool(field.name, default, help_)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(field.name, default, help_)
+        elif isinstance(default, float):
+            flags.DEFINE_float(field.name, default, help_)
+        else:
+            flags.DEFINE_string(field.name, default, help_)
+
+
+def define_workdir_flag(default: str = "workdir", help_: str = "output directory"):
+    if "workdir" not in FLAGS:
+        flags.DEFINE_string("workdir", default, help_)
+
+
+def config_from_flags(base: Config | None = None) -> Config:
+    """The configuration the flags give. With `base` (e.g. a checkpoint's), only flags given on the
+    command line or in a flagfile replace its values."""
+    if base is None:
+        return Config(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)})
+    given = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config) if FLAGS[f.name].present}
+    return dataclasses.replace(base, **given)
+
+
+def no_positional_arguments(argv):
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments {' '.join(argv[1:])!r} (flags look like --name=value)")
+
+
+class UsageError(ValueError):
+    """A bad flag or file given to an entry point; the message names it."""
+
+
+def run_reporting_user_errors(run_fn, argv):
+    """`run_fn(argv)` with a user's mistake (a flag, a file, a checkpoint, a busy workdir) reported on
+    one line and exit code 2, and a failed save (a full disk) on one line and exit code 1: never a
+    traceback."""
+    from unroll.checkpoint import CheckpointError, CheckpointSaveError
+    from unroll.data import DataError
+    from unroll.train.workdir import WorkdirBusyError
+
+    if "verbosity" in FLAGS and not FLAGS["verbosity"].present:  # orbax and grain log at INFO
+        logging.set_verbosity(logging.WARNING)
+    try:
+        run_fn(argv)
+    except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
+            FloatingPointError, WorkdirBusyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except CheckpointSaveError as exc:  # the machine's fault (a full disk), not the user's
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,77 @@
+"""Degradation g = h * u + n (paper eq. 1), computed on the host in numpy.
+
+`blur_host` is the same symmetric-boundary convolution as `unroll.ops.blur(..., "symmetric")`, so
+grain workers never call JAX: `h` an isotropic Gaussian `kernel_size`^2 with sigma ~ U[sigma_range]
+or, with probability `motion_prob`, a random camera-shake kernel; `n` white Gaussian noise of std
+`noise`. The result is NOT clipped to [0, 1]: the model has no clipping, and keeping it makes
+`blurred == ops.blur(sharp, kernel) + n` hold exactly for the recorded kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from unroll import kernels as _kernels
+
+
+def blur_host(u: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """`[H, W, C]` image convolved with a `[kh, kw]` kernel, symmetric boundary, same size.
+
+    Equals `unroll.ops.blur(u[None], h[None], "symmetric")[0]`: pad by half the kernel with mirrored
+    edges (np.pad "symmetric" = scipy convolve2d "symm"), then keep the 'valid' FFT convolution.
+    """
+    kh, kw = h.shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel sizes must be odd, got {kh}x{kw}")
+    if kh > u.shape[0] or kw > u.shape[1]:
+        raise ValueError(f"kernel {kh}x{kw} is larger than the image {u.shape[0]}x{u.shape[1]}")
+    padded = np.pad(u, ((kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)), mode="symmetric")
+    out = fftconvolve(padded, h.astype(u.dtype)[:, :, None], mode="valid", axes=(0, 1))
+    return out.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Degradation:
+    """Random blur and noise: Gaussian sigma ~ U[sigma_range] (or a motion kernel with probability
+    `motion_prob`), noise std `noise` (a float, or a (low, high) range sampled per image)."""
+
+    kernel_size: int = 15
+    sigma_range: tuple[float, float] = (0.2, 4.0)
+    noise: float | tuple[float, float] = 0.0
+    motion_prob: float = 0.0
+
+    def __post_init__(self):
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
+        lo, hi = self.sigma_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"sigma_range must satisfy 0 < low <= high, got {self.sigma_range}")
+        nlo, nhi = self._noise_range()
+        if not 0 <= nlo <= nhi:
+            raise ValueError(f"noise must be >= 0 (or a range 0 <= low <= high), got {self.noise}")
+        if not 0 <= self.motion_prob <= 1:
+            raise ValueError(f"motion_prob must be in [0, 1], got {self.motion_prob}")
+
+    def _noise_range(self) -> tuple[float, float]:
+        if isinstance(self.noise, (tuple, list)):
+            return float(self.noise[0]), float(self.noise[1])
+        return float(self.noise), float(self.noise)
+
+    def sample_kernel(self, rng: np.random.Generator) -> np.ndarray:
+        if self.motion_prob > 0 and rng.random() < self.motion_prob:
+            return _kernels.motion(self.kernel_size, rng)
+        return _kernels.gaussian(self.kernel_size, float(rng.uniform(*self.sigma_range)))
+
+    def __call__(self, sharp: np.ndarray, rng: np.random.Generator):
+        """(blurred, kernel) for a sharp `[H, W, C]` image; the rng draws kernel, then noise."""
+        kernel = self.sample_kernel(rng)
+        blurred = blur_host(sharp, kernel)
+        nlo, nhi = self._noise_range()
+        sigma_n = nlo if nlo == nhi else float(rng.uniform(nlo, nhi))
+        if sigma_n > 0:
+            blurred += np.float32(sigma_n) * rng.standard_normal(blurred.shape, dtype=np.float32)
+        return blurred, kernel
+

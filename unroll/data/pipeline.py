@@ -1,0 +1,123 @@
+"""The training pipeline: a seeded, checkpointable grain iterator of degraded random crops."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import numpy as np
+
+from unroll.data.degradation import Degradation
+from unroll.data.images import DataError
+from unroll.data.sources import _drop_small, _is_paired, open_source
+
+
+def _random_crop(arrays: list[np.ndarray], patch: int, rng: np.random.Generator):
+    h, w = arrays[0].shape[:2]
+    top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+    return [a[top:top + patch, left:left + patch] for a in arrays]
+
+
+def _dihedral(arrays: list[np.ndarray], rng: np.random.Generator):
+    """The same random one of the 8 flips / 90-degree rotations for every array (the first two
+    axes). Convolution commutes with them when the kernel gets the same transform."""
+    turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = []
+    for a in arrays:
+        a = np.rot90(a, turns, axes=(0, 1))
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform:
+    """grain random map: crop a patch, flip / rotate, and degrade it (or crop a given pair)."""
+
+    patch_size: int
+    degradation: Degradation
+    paired: bool = False
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        if self.paired:
+            crops = _random_crop([example["blurred"], example["sharp"]], self.patch_size, rng)
+            has_kernel = "kernel" in example
+            out = _dihedral(crops + ([example["kernel"]] if has_kernel else []), rng)
+            return dict(zip(("blurred", "sharp", "kernel"), out))
+        (sharp,) = _dihedral(_random_crop([example["image"]], self.patch_size, rng), rng)
+        blurred, kernel = self.degradation(sharp, rng)
+        return {"blurred": blurred, "sharp": sharp, "kernel": kernel}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training pipeline.
+
+
+def _derive_seed(*parts: int) -> int:
+    """A 32-bit seed from integers (grain's shuffle needs 0 <= seed < 2**32)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _process_defaults(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax  # only here: the pipeline itself never needs JAX
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"need 0 <= process_index < process_count, got {process_index}, "
+                         f"{process_count}")
+    return int(process_index), int(process_count)
+
+
+def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
+                       sigma_range=(0.2, 4.0), kernel_size: int = 15, noise=0.0,
+                       motion_prob: float = 0.0, seed: int = 0, channels: int = 3,
+                       process_index: int | None = None, process_count: int | None = None,
+                       num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
+                       skip_bad: bool = False) -> grain.IterDataset:
+    """Infinite, seeded, checkpointable iterator of host batches for this process.
+
+    Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
+    "blurred", "sharp" `[B, P, P, C]` and "kernel" `[B, k, k]` (for a PairedFolder: its kernels, or
+    no "kernel" key when it has none). Pipeline: the source sliced `process_index::process_count`
+    (disjoint shards), shuffled with a fresh order each epoch, repeated forever, randomly cropped /
+    flipped / rotated and degraded per element (grain seeds each element from `seed` and its index,
+    so batches do not depend on threads or workers), batched. `iter(ds)` gives a grain
+    DatasetIterator with `get_state()` / `set_state()`. `num_workers > 0` adds grain
+    multiprocessing (grain reads its own absl flags then: run inside an absl app, as the entry
+    points do, or call `absl.flags.FLAGS.mark_as_parsed()` first); `num_threads` / `prefetch` (in
+    batches) configure grain's reader threads.
+    """
+    if patch_size < 1 or batch_size < 1:
+        raise ValueError(f"patch_size and batch_size must be positive, got {patch_size}, {batch_size}")
+    if kernel_size > patch_size:
+        raise ValueError(f"kernel_size {kernel_size} is larger than patch_size {patch_size}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    process_index, process_count = _process_defaults(process_index, process_count)
+    if batch_size % process_count:
+        raise ValueError(f"global batch_size {batch_size} is not divisible by process_count "
+                         f"{process_count}")
+    degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob)
+    source = open_source(source_or_dir, channels=channels, split="train", skip_bad=skip_bad)
+    source = _drop_small(source, patch_size, skip_bad, "patch size")
+    paired = _is_paired(source)
+    if paired and source.has_kernels and len({e.kernel.shape for e in source._entries}) > 1:
+        raise DataError(f"kernels in {source.root / 'kernels'} have different shapes; "
+                        "batches need one shape")
+
+    ds = grain.MapDataset.source(source).slice(slice(process_index, None, process_count))
+    if len(ds) == 0:
+        raise DataError(f"process {process_index} of {process_count} gets no images from "
+                        f"{source.root} ({len(source)} images)")
+    ds = ds.shuffle(seed=_derive_seed(seed, 0)).repeat(None)  # shuffle reseeds every epoch
+    ds = ds.random_map(TrainTransform(patch_size, degradation, paired),
+                       seed=_derive_seed(seed, 1, process_index))
+    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                              prefetch_buffer_size=prefetch))
+    if num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return it
+
+

@@ -1,0 +1,160 @@
+"""A trained network ready to use: `unroll.load(workdir)` reads the model and its configuration from a
+checkpoint (no flagfile, no optimiser), and `Model.deblur` restores one image of any size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from unroll import steps
+from unroll.checkpoint import CheckpointError, Checkpoints
+from unroll.config import Config, ConfigError
+from unroll.inference import tiling
+from unroll.models import registry
+from unroll.models.mgstnet import MGSTNet
+
+GLOBAL_KERNEL_CROPS = 4
+
+
+def image_path(model: MGSTNet, g, stage_kernels):
+    """MGSTNet's output image when stage k uses the given kernel h_k (`stage_kernels[k]`,
+    [N, k, k]) instead of its own estimate: IGDM (eq. 17) then IPMM (eq. 18) per stage, u_0 = g.
+
+    With the kernels the network itself estimates on `g`, this is exactly `model(g).images[-1]`.
+    """
+    dtype = g.dtype
+    g32 = g.astype(jnp.promote_types(dtype, jnp.float32))
+    u = g
+    if len(stage_kernels) != model.num_stages:
+        raise ValueError(f"expected {model.num_stages} stage kernels, got {len(stage_kernels)}")
+    for k, h in enumerate(stage_kernels):
+        stage = model.stage(k)
+        r = steps.image_step(u.astype(g32.dtype), h.astype(jnp.float32), g32, stage.rho,
+                             stage.boundary).astype(dtype)
+        u = stage.image_prox(r).astype(dtype)
+    return u
+
+
+class Model:
+    """A network, its parameters and configuration, and jitted functions that apply it (compiled
+    once per input shape).
+
+    `module` is the `nnx` module (for `jax.grad` and the studies: `nnx.split(model.module)`);
+    `graphdef`, `params` its split form; `step` the training step of the checkpoint.
+    """
+
+    def __init__(self, config: Config, graphdef, params, step: int | None = None):
+        self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
+        spec = registry.spec(config)
+        self.is_mgstnet = config.model == "mgstnet"
+        self._apply = jax.jit(lambda p, g: nnx.merge(graphdef, p)(g))
+        # Only the image and kernel leave the device (not every stage's intermediates).
+        self._predict = jax.jit(lambda p, g: _image_and_kernel(spec, nnx.merge(graphdef, p)(g)))
+        self._stage_kernels = jax.jit(lambda p, g: tuple(nnx.merge(graphdef, p)(g).kernels))
+        self._image_path = jax.jit(lambda p, g, ks: image_path(nnx.merge(graphdef, p), g, ks))
+
+    @property
+    def module(self) -> nnx.Module:
+        return nnx.merge(self.graphdef, self.params)
+
+    def __call__(self, g):
+        """The network's full output on a batch `g [N, H, W, C]` (per-stage results for MGSTNet)."""
+        return self._apply(self.params, jnp.asarray(g))
+
+    def predict(self, image):
+        """`[1, H, W, C]` -> (restored [1, H, W, C], kernel [1, k, k] or None), on the device."""
+        return self._predict(self.params, jnp.asarray(image))
+
+    def global_kernels(self, image: np.ndarray, tile: int, crops: int = GLOBAL_KERNEL_CROPS):
+        """Per-stage kernels `[stages][1, k, k]` averaged over the `crops` most textured tiles (an
+        average of nonnegative kernels that sum to one is again one)."""
+        totals = None
+        positions = tiling.texture_crops(image, tile, crops)
+        for top, left in positions:
+            crop = jnp.asarray(tiling.crop_tile(image, top, left, tile))
+            ks = [np.asarray(k, np.float64) for k in self._stage_kernels(self.params, crop)]
+            totals = ks if totals is None else [t + k for t, k in zip(totals, ks)]
+        return tuple(jnp.asarray(t / len(positions), jnp.float32) for t in totals)
+
+    def deblur(self, image, tile_size: int = 0, tile_overlap: int = 32, global_kernel: bool = False,
+               progress: bool = False):
+        """Restore one image: `[H, W, C]` (or `[H, W]` for a one-band model) in [0, 1] ->
+        (restored, same shape, float32; kernel `[k, k]`, `[rows, cols, k, k]` per tile, or None for
+        a model that estimates none).
+
+        `tile_size=T` runs overlapping T x T tiles blended smoothly (each tile its own kernel, or one
+        kernel for the whole image with `global_kernel`); 0 runs the whole image at once.
+
+        >>> import numpy as np
+        >>> from unroll.config import Config
+        >>> from unroll.models import registry
+        >>> config = Config(stages=1, scales=1, kernel_rcabs=0, image_rcabs=0, features=4,
+        ...                 kernel_features=4, kernel_size=5, channels=1)
+        >>> model = Model(config, *registry.build_split(config))  # untrained: unroll.load(workdir)
+        >>> restored, kernel = model.deblur(np.full((20, 24), 0.5, np.float32))
+        >>> restored.shape, kernel.shape, round(float(kernel.sum()), 4)
+        ((20, 24), (5, 5), 1.0)
+        """
+        image = np.asarray(image, np.float32)
+        squeeze = image.ndim == 2
+        if squeeze:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[-1] != self.config.channels:
+            raise ValueError(f"expected an image [H, W, {self.config.channels}]"
+                             + (" or [H, W]" if self.config.channels == 1 else "")
+                             + f", got {np.shape(image)}")
+        k = self.config.kernel_size
+        if min(image.shape[:2]) < k:
+            raise ValueError(f"image {image.shape[0]}x{image.shape[1]} is smaller than the "
+                             f"{k}x{k} kernel")
+        restored, kernel = self._deblur(image, tile_size, tile_overlap, global_kernel, progress)
+        return (restored[:, :, 0] if squeeze else restored), kernel
+
+    def _deblur(self, image, tile_size, tile_overlap, global_kernel, progress):
+        if not tile_size:
+            restored, kernel = self.predict(image[None])
+            return np.asarray(restored[0]), None if kernel is None else np.asarray(kernel[0])
+        if global_kernel:
+            if not self.is_mgstnet:
+                raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
+                                  f"(mgstnet), not {self.config.model}")
+            kernels = self.global_kernels(image, tile_size)
+            result = tiling.deblur_tiled(
+                lambda t: (self._image_path(self.params, jnp.asarray(t), kernels), None),
+                image, tile_size, tile_overlap, progress=progress)
+            return result.image, np.asarray(kernels[-1][0])
+        result = tiling.deblur_tiled(self.predict, image, tile_size, tile_overlap, progress=progress)
+        return result.image, result.kernels
+
+
+def _image_and_kernel(spec, out):
+    return spec.image(out), spec.kernel(out)
+
+
+def load(workdir, checkpoint: str = "best") -> Model:
+    """The network trained in `workdir`, read from its checkpoint with its own configuration.
+
+    `checkpoint="best"` (the best evaluation; the newest save when none was evaluated yet) or
+    "latest". Pass `model.config` on to evaluation or deblurring; no flagfile is needed.
+
+    >>> import unroll
+    >>> unroll.load("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    unroll.checkpoint.CheckpointError: no checkpoint in /nonexistent: train there first (--mode=train)
+    """
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    workdir = Path(workdir)
+    with Checkpoints(workdir) as checkpoints:
+        if checkpoint == "best" and checkpoints.step("best") is None:
+            checkpoint = "latest"
+        config = checkpoints.saved_config(checkpoint)
+        if config is None:
+            raise CheckpointError(f"no checkpoint in {workdir}: train there first (--mode=train)")
+        graphdef, params, step = checkpoints.restore_model(checkpoint)
+    return Model(config, graphdef, params, step)
