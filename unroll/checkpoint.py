@@ -16,7 +16,9 @@ before it stay loadable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -154,12 +156,13 @@ class Checkpoints:
                                   config=ocp.args.JsonSave(config.to_dict()),
                                   checksum=ocp.args.JsonSave(state_checksums(state)))
         try:
-            latest = self._manager("latest", create=True)
-            if latest.latest_step() != step:
-                latest.save(step, args=args, force=True)
-            best = self._manager("best", create=metrics is not None)
-            if metrics is not None and best.latest_step() != step:
-                best.save(step, args=args, metrics={"psnr": float(metrics["psnr"])}, force=True)
+            with _quiet_orbax():
+                latest = self._manager("latest", create=True)
+                if latest.latest_step() != step:
+                    latest.save(step, args=args, force=True)
+                best = self._manager("best", create=metrics is not None)
+                if metrics is not None and best.latest_step() != step:
+                    best.save(step, args=args, metrics={"psnr": float(metrics["psnr"])}, force=True)
         except Exception as exc:
             raise CheckpointSaveError(
                 f"cannot save checkpoint step {step} in {self.root} ({_first_line(exc)}; "
@@ -290,6 +293,21 @@ def _shapes(tree) -> dict:
     """{leaf name as orbax names it ("params.stages.raw_mu.value"): shape}."""
     return {jax.tree_util.keystr(path, simple=True, separator="."): tuple(x.shape)
             for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs each failure of its writer threads with a traceback (and asyncio each unretrieved
+    task) before the save raises; the save's own error says it on one line, so silence them."""
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _free_space(path: Path) -> str:
