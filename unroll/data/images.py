@@ -215,6 +215,24 @@ def to_channels(img: np.ndarray, channels: int, path: Path, alpha: bool) -> np.n
     return np.tensordot(img, _LUMA, axes=([-1], [0]))[:, :, None].astype(np.float32)
 
 
+def load_stored(path) -> tuple[np.ndarray, bool]:
+    """A PNG / JPEG / other Pillow image's samples as stored (`[H, W]` or `[H, W, bands]`, its own
+    dtype, upright) and whether the last band is alpha: the input of windowed conversion
+    (`to_channels(_to_float(window))`) for scenes too large to hold in float32."""
+    path = Path(path)
+    try:
+        return _with_alpha(_pillow_pixels(path))
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cannot decode image {path}: {_first_line(exc)}") from exc
+
+
+def stored_to_float(window: np.ndarray, path, channels: int, alpha: bool) -> np.ndarray:
+    """A window of `load_stored` samples as `load_image` gives it: float32 `[h, w, channels]`."""
+    return to_channels(_to_float(window, Path(path)), channels, Path(path), alpha)
+
+
 def load_image(path, channels: int = 3) -> np.ndarray:
     """Decode one image file to float32 `[H, W, channels]` in [0, 1] (see the module docstring)."""
     _check_channels(channels)
@@ -243,6 +261,19 @@ def load_alpha(path) -> np.ndarray | None:
     return _to_float(raw[..., -1], path) if alpha else None
 
 
+def _save_png(path: Path, samples: np.ndarray, mark: bool):
+    info = None
+    if mark:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text("Software", SOFTWARE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if samples.ndim == 3 and samples.shape[-1] == 1:
+        samples = samples[:, :, 0]
+    Image.fromarray(samples).save(path, pnginfo=info)
+
+
 def written_by_unroll(path) -> bool:
     """Whether `path` is a PNG / JPEG / TIFF that unroll wrote (its Software tag or text)."""
     path = Path(path)
@@ -264,6 +295,9 @@ def save_image(path, array, mark: bool = False) -> None:
     Parent folders are created. (`unroll.data.raster.write_raster` keeps a source TIFF's dtype, range
     and tags.)"""
     path = Path(path)
+    if isinstance(array, np.ndarray) and array.dtype == np.uint8 and path.suffix.lower() == ".png":
+        _save_png(path, array, mark)  # 8-bit samples as they are (a large scene: no float copy)
+        return
     arr = np.asarray(array, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -286,13 +320,7 @@ def save_image(path, array, mark: bool = False) -> None:
                          planarconfig="contig" if arr.ndim == 3 else None,
                          software=SOFTWARE if mark else False)
     elif suffix == ".png":
-        info = None
-        if mark:
-            from PIL.PngImagePlugin import PngInfo
-
-            info = PngInfo()
-            info.add_text("Software", SOFTWARE)
-        Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(path, pnginfo=info)
+        _save_png(path, np.round(arr * 255).astype(np.uint8), mark)
     elif suffix in (".jpg", ".jpeg"):
         exif = Image.Exif()
         if mark:

@@ -132,6 +132,7 @@ class Raster:
     bigtiff: bool = False
     invalid: np.ndarray | None = None  # bool [H, W, bands]: no-data samples, or None
     source: str = ""
+    stored: np.ndarray | None = None  # lazy rasters: the samples as stored; `pixels` are windows
 
     @property
     def bands(self) -> int:
@@ -319,9 +320,27 @@ def _resolution(page):
     return (tuple(tags[282].value), tuple(tags[283].value)), unit
 
 
-def read_raster(path, scaling: str = "auto", per_band: bool = False) -> Raster:
+class ScaledWindows:
+    """Float32 [0, 1] windows `[h, w, bands]` of stored samples (`stored = pixels * scale + offset`;
+    no-data samples read 0), converted on access: a lazy raster's `pixels`."""
+
+    def __init__(self, stored: np.ndarray, offset, scale, nodata: float | None):
+        self.stored, self.offset, self.scale, self.nodata = stored, offset, scale, nodata
+        self.shape, self.dtype, self.ndim = stored.shape, np.dtype(np.float32), stored.ndim
+
+    def __getitem__(self, key):
+        block = self.stored[key]
+        return _to_pixels(block, self.offset, self.scale, _invalid_mask(block, self.nodata))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:, :], dtype)
+
+
+def read_raster(path, scaling: str = "auto", per_band: bool = False, lazy: bool = False) -> Raster:
     """Read the first page of a TIFF / GeoTIFF as a `Raster` (see the module docstring).
 
+    `lazy=True` keeps the samples as stored (`Raster.stored`) and gives `pixels` as `ScaledWindows`
+    converted a window at a time: no float copy of the scene (for tiled deblurring of large scenes).
     Warns (`RasterWarning`) naming every tag or page that `write_raster` cannot reproduce.
     """
     path = Path(path)
@@ -354,10 +373,15 @@ def read_raster(path, scaling: str = "auto", per_band: bool = False) -> Raster:
     source = str(path)
     nodata_tag = next((t for t in kept if t.code == GDAL_NODATA), None)
     nodata = None if nodata_tag is None else _parse_nodata(nodata_tag.value(info.byteorder), source)
-    invalid = _invalid_mask(arr, nodata)
+    needs_range = scaling == "minmax" or (scaling == "auto" and arr.dtype.kind == "f")
+    invalid = _invalid_mask(arr, nodata) if needs_range or not lazy else None
     offset, scale, method = _scaling(arr, invalid, scaling, per_band, source)
-    pixels = _to_pixels(arr, offset, scale, invalid)
-    return Raster(pixels=pixels, dtype=arr.dtype, offset=offset, scale=scale, scaling=method,
+    if lazy:
+        pixels, invalid = ScaledWindows(arr, offset, scale, nodata), None
+    else:
+        pixels = _to_pixels(arr, offset, scale, invalid)
+    return Raster(pixels=pixels, stored=arr if lazy else None, dtype=arr.dtype, offset=offset,
+                  scale=scale, scaling=method,
                   photometric=_PHOTOMETRIC[photometric],
                   extrasamples=info.extrasamples if info.colormap is None else (),
                   planar=info.planar, compression=info.compression, predictor=info.predictor,
@@ -369,24 +393,32 @@ def read_raster(path, scaling: str = "auto", per_band: bool = False) -> Raster:
 # Writing.
 
 
+def _stored_block(raster: Raster, pixels: np.ndarray, top: int) -> np.ndarray:
+    """Rows `top:top + len(pixels)` of `pixels` in [0, 1] mapped back to the stored dtype and range;
+    no-data samples get the no-data value."""
+    dtype = np.dtype(raster.dtype)
+    rows = slice(top, top + pixels.shape[0])
+    block = np.clip(np.asarray(pixels, np.float64), 0.0, 1.0) * raster.scale + raster.offset
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        block = np.clip(np.rint(block), info.min, info.max)
+    invalid = (raster.invalid[rows] if raster.invalid is not None else
+               _invalid_mask(raster.stored[rows], raster.nodata) if raster.stored is not None else None)
+    if invalid is not None:
+        block[invalid] = raster.nodata if raster.nodata is not None else np.nan
+    return block.astype(dtype)
+
+
 def to_stored(raster: Raster, pixels=None) -> np.ndarray:
     """`pixels` (default: the raster's) clipped to [0, 1] and mapped back to the stored dtype and
     range; no-data samples get the no-data value."""
-    pixels = raster.pixels if pixels is None else np.asarray(pixels, np.float32)
-    if pixels.shape != raster.pixels.shape:
+    pixels = raster.pixels if pixels is None else pixels
+    if tuple(pixels.shape) != tuple(raster.pixels.shape):
         raise ValueError(f"pixels {pixels.shape} do not match the raster {raster.pixels.shape}")
-    dtype = np.dtype(raster.dtype)
-    out = np.empty(pixels.shape, dtype)
-    fill = raster.nodata if raster.nodata is not None else np.nan
+    out = np.empty(pixels.shape, np.dtype(raster.dtype))
     for top in range(0, pixels.shape[0], _ROWS_PER_CHUNK):
-        rows = slice(top, top + _ROWS_PER_CHUNK)
-        block = np.clip(pixels[rows].astype(np.float64), 0.0, 1.0) * raster.scale + raster.offset
-        if dtype.kind in "ui":
-            info = np.iinfo(dtype)
-            block = np.clip(np.rint(block), info.min, info.max)
-        if raster.invalid is not None:
-            block[raster.invalid[rows]] = fill
-        out[rows] = block.astype(dtype)
+        out[top:top + _ROWS_PER_CHUNK] = _stored_block(
+            raster, np.asarray(pixels[top:top + _ROWS_PER_CHUNK], np.float32), top)
     return out
 
 
@@ -443,9 +475,50 @@ def write_raster(path, raster: Raster, pixels=None, software: str | None = None)
     return path
 
 
+def write_raster_bands(path, raster: Raster, bands, software: str | None = None,
+                       tile: tuple[int, int] = (256, 256)) -> Path:
+    """Write new pixels of `raster` arriving as row bands `(top, float32 [h, W, bands])`, top to
+    bottom (`unroll.inference.tiling.tiled_bands`), with the raster's dtype, range, band layout and
+    kept tags, as a tiled TIFF (the raster's own tile size if it has one, else `tile`): the host holds
+    one row of TIFF tiles, never the scene. Planar (band-separate) rasters need `write_raster`."""
+    path = Path(path)
+    height, width, nbands = raster.shape
+    if raster.planar and nbands > 1:
+        raise ValueError("planar (band-separate) rasters are written whole: use write_raster")
+    th, tw = raster.tile if raster.tile and all(t % 16 == 0 for t in raster.tile) else tile
+    dtype = np.dtype(raster.dtype)
+
+    def tiles():
+        pending, written = np.empty((0, width, nbands), dtype), 0
+        for top, block in bands:
+            pending = np.concatenate([pending, _stored_block(raster, block, top)])
+            while len(pending) >= th or (pending.size and written + len(pending) == height):
+                band, pending = pending[:th], pending[th:]
+                for left in range(0, width, tw):
+                    piece = band[:, left:left + tw]
+                    out = np.zeros((th, tw, nbands), dtype)
+                    out[:piece.shape[0], :piece.shape[1]] = piece
+                    yield out if nbands > 1 else out[..., 0]
+                written += len(band)
+
+    layout = _write_layout(raster)
+    layout.update(tile=(th, tw), planarconfig="contig")
+    if layout.get("predictor", 1) != 2 or dtype.kind not in "ui":  # tifffile encodes 2 natively
+        if layout.pop("predictor", 1) != 1:
+            warnings.warn(f"{path}: written without the input's predictor", RasterWarning, stacklevel=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tags = [t for t in _extratags(raster) if software is None or t[0] != 305]
+    bigtiff = raster.bigtiff or height * width * nbands * dtype.itemsize > 2 ** 32 - 2 ** 25
+    tifffile.imwrite(path, data=tiles(), shape=(height, width, nbands) if nbands > 1 else (height, width),
+                     dtype=dtype, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None,
+                     software=software or False, extratags=tags, **layout)
+    return path
+
+
 def is_tiff(path) -> bool:
     return Path(path).suffix.lower() in (".tif", ".tiff")
 
 
 __all__ = ["GEO_TAGS", "KEPT_TAGS", "PageInfo", "Raster", "RasterError", "RasterWarning", "RawTag",
-           "is_tiff", "read_raster", "read_tiff_array", "to_stored", "write_raster"]
+           "ScaledWindows", "is_tiff", "read_raster", "read_tiff_array", "to_stored", "write_raster",
+           "write_raster_bands"]

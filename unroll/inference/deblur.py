@@ -41,6 +41,7 @@ import numpy as np
 from unroll import data, plots
 from unroll.config import Config, ConfigError
 from unroll.data import raster
+from unroll.inference import tiling
 from unroll.inference.model import Model
 
 # Forward-pass memory per pixel and per feature of the image prior. XLA's buffer assignment
@@ -148,6 +149,71 @@ def _write(out_image: Path, restored: np.ndarray, source, alpha=None):
     if alpha is not None:
         restored = np.concatenate([restored, alpha[:, :, None]], axis=-1)
     data.save_image(out_image, restored, mark=True)
+
+
+def _windows(path: Path, channels: int):
+    """(float32 windows of the input, lazy raster or None, stored samples, alpha flag) for tiled
+    deblurring that never holds a float copy of the scene; None where only the whole-image reader
+    applies (TIFFs that are planar, need a band conversion or Pillow's decoding)."""
+    if raster.is_tiff(path):
+        try:
+            source = raster.read_raster(path, lazy=True)
+        except raster.RasterError:
+            return None
+        if source.bands != channels or (source.planar and source.bands > 1):
+            return None
+        return source.pixels, source, None, False
+    stored, alpha = data.images.load_stored(path)
+    windows = tiling.ImageWindows(
+        stored, lambda w: data.images.stored_to_float(w, path, channels, alpha), channels)
+    return windows, None, stored, alpha
+
+
+def _windows_supported(path: Path, channels: int) -> bool:
+    """Whether `_windows` can read `path` (from the header: TIFF band count and layout)."""
+    if not raster.is_tiff(path):
+        return True
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1
+            plain = page.photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
+            return plain and not planar and page.colormap is None and page.samplesperpixel == channels
+    except Exception:  # noqa: BLE001 - the whole-image reader reports it
+        return False
+
+
+def _deblur_streamed(model: Model, path: Path, out_image: Path, tile: int, overlap: int,
+                     global_kernel: bool):
+    """Tiled deblurring from stored samples to the output file, a band of tile rows at a time:
+    the host holds the stored input, one band, and (PNG output) the 8-bit result."""
+    opened = _windows(path, model.config.channels)
+    if opened is None:
+        return NotImplemented
+    windows, source, stored, alpha = opened
+    predict_tile, global_k = model.tile_predictor(windows, tile, global_kernel)
+    kernels: list = []
+    bands = tiling.tiled_bands(predict_tile, windows, tile, overlap, progress=True, kernels=kernels)
+    if source is not None:
+        raster.write_raster_bands(out_image, source, bands, software=data.images.SOFTWARE)
+    else:
+        height, width, channels = windows.shape
+        out = np.empty((height, width, channels + int(alpha)), np.uint8)
+        for top, block in bands:
+            rows = slice(top, top + len(block))
+            out[rows, :, :channels] = np.rint(np.clip(block, 0.0, 1.0) * 255)
+            if alpha:
+                a = data.images.stored_to_float(stored[rows][..., -1:], path, 1, False)
+                out[rows, :, channels] = np.rint(a[..., 0] * 255)
+        data.save_image(out_image, out, mark=True)
+    if global_k is not None:
+        return global_k
+    rows = tiling.tile_positions(windows.shape[0], tile, overlap)
+    if kernels[0] is None:
+        return None
+    return np.stack(kernels).reshape(len(rows), -1, *kernels[0].shape)
 
 
 def kernel_mosaic(kernels: np.ndarray) -> np.ndarray:
@@ -291,11 +357,15 @@ def deblur_files(model: Model, inputs, output_dir, overwrite: bool = False, tile
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for (path, out_image, out_kernel), tile in zip(targets, tiles):
-        image, source, alpha = _read(path, config.channels)
         overlap = min(tile_overlap, tile // 2)
-        restored, kernels = model.deblur(image, tile, overlap, global_kernel and bool(tile),
-                                         progress=True)
-        _write(out_image, restored, source, alpha)
+        kernels = NotImplemented
+        if tile and _windows_supported(path, config.channels):
+            kernels = _deblur_streamed(model, path, out_image, tile, overlap, global_kernel)
+        if kernels is NotImplemented:
+            image, source, alpha = _read(path, config.channels)
+            restored, kernels = model.deblur(image, tile, overlap, global_kernel and bool(tile),
+                                             progress=True)
+            _write(out_image, restored, source, alpha)
         if kernels is not None:
             _save_kernels(out_kernel, kernels)
         written.append(out_image)

@@ -114,21 +114,26 @@ class Model:
         restored, kernel = self._deblur(image, tile_size, tile_overlap, global_kernel, progress)
         return (restored[:, :, 0] if squeeze else restored), kernel
 
+    def tile_predictor(self, image, tile_size: int, global_kernel: bool = False):
+        """(predict_tile for `tiling`, the global kernel [k, k] or None): each tile estimates its own
+        kernel, or with `global_kernel` every tile runs MGSTNet's image path with per-stage kernels
+        estimated on the most textured tiles of `image` (an array or windows)."""
+        if not global_kernel:
+            return self.predict, None
+        if not self.is_mgstnet:
+            raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
+                              f"(mgstnet), not {self.config.model}")
+        kernels = self.global_kernels(image, tile_size)
+        return (lambda t: (self._image_path(self.params, jnp.asarray(t), kernels), None),
+                np.asarray(kernels[-1][0]))
+
     def _deblur(self, image, tile_size, tile_overlap, global_kernel, progress):
         if not tile_size:
             restored, kernel = self.predict(image[None])
             return np.asarray(restored[0]), None if kernel is None else np.asarray(kernel[0])
-        if global_kernel:
-            if not self.is_mgstnet:
-                raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
-                                  f"(mgstnet), not {self.config.model}")
-            kernels = self.global_kernels(image, tile_size)
-            result = tiling.deblur_tiled(
-                lambda t: (self._image_path(self.params, jnp.asarray(t), kernels), None),
-                image, tile_size, tile_overlap, progress=progress)
-            return result.image, np.asarray(kernels[-1][0])
-        result = tiling.deblur_tiled(self.predict, image, tile_size, tile_overlap, progress=progress)
-        return result.image, result.kernels
+        predict_tile, kernel = self.tile_predictor(image, tile_size, global_kernel)
+        result = tiling.deblur_tiled(predict_tile, image, tile_size, tile_overlap, progress=progress)
+        return result.image, result.kernels if kernel is None else kernel
 
 
 def _image_and_kernel(spec, out):

@@ -18,8 +18,10 @@ filter), tiled output equals whole-image output (tiles covering the image need n
 is not such a model: its kernel step and channel attention are global per tile, so a kernel is
 estimated per tile (slowly varying blur) and tiles match whole-image output only approximately.
 
-Memory: the model sees one tile at a time; the host holds the input, the float32 output and one
-float32 weight plane (`deblur_tiled`), so the device memory depends on the tile, not the scene.
+Memory: the model sees one tile at a time. `tiled_bands` yields the blended output a band of tile
+rows at a time and reads the input through windows (`ImageWindows` converts a stored 8/16-bit scene
+one window at a time), so the host holds the stored scene and one band, and writers can stream the
+bands to disk; `deblur_tiled` collects them into one float32 array.
 """
 
 from __future__ import annotations
@@ -107,52 +109,98 @@ class TiledResult:
     cols: list[int]                   # tile start columns
 
 
-def deblur_tiled(predict_tile: PredictTile, image, tile: int, overlap: int, *,
-                 progress: bool = True) -> TiledResult:
-    """Run `predict_tile` on every overlapping `tile` x `tile` crop of `image` ([H, W, C] or
-    [1, H, W, C]) and blend the outputs (see the module docstring).
+def tiled_bands(predict_tile: PredictTile, image, tile: int, overlap: int, *, progress: bool = True,
+                kernels: list | None = None):
+    """Run `predict_tile` on every overlapping tile of `image` and yield the blended output in row
+    bands `(top, rows float32 [h, W, C])`, top to bottom, each as soon as no later tile touches it.
 
+    `image` is an array `[H, W, C]` or any object with that `shape` whose `image[rows, cols]` gives a
+    float32 window (e.g. `ImageWindows`: a stored 8/16-bit scene converted a window at a time), so
+    the host holds the stored scene, one band of tile rows and no float copy of the scene.
     `predict_tile([1, tile, tile, C]) -> (restored [1, tile, tile, C], kernel [1, k, k] or None)` may
-    return JAX arrays: the next tile is dispatched before the previous one is copied back, so host
-    work overlaps device work.
+    return JAX arrays: the next tile is dispatched before the previous one is copied back. Each tile's
+    kernel is appended to `kernels` (row-major) when a list is given.
     """
-    image = np.asarray(image, np.float32)
-    if image.ndim == 4 and image.shape[0] == 1:
-        image = image[0]
-    if image.ndim != 3:
-        raise ValueError(f"expected an image [H, W, C] or [1, H, W, C], got {image.shape}")
     height, width, channels = image.shape
-    rows = tile_positions(height, tile, overlap)
-    cols = tile_positions(width, tile, overlap)
-    out = np.zeros(image.shape, np.float32)
-    total_weight = np.zeros((height, width), np.float32)
-    kernels: list = []
+    rows, cols = tile_positions(height, tile, overlap), tile_positions(width, tile, overlap)
+    wy, wx = axis_weights(height, tile, overlap), axis_weights(width, tile, overlap)
+    span = min(tile, height)
+    acc = np.zeros((span, width, channels), np.float32)  # rows [band_top, band_top + span)
+    weight_sum = np.zeros((span, width), np.float32)
     bar = Progress(len(rows) * len(cols), "tiles", enabled=progress)
+    done = [0]
 
-    def collect(pending):
+    def collect(pending, band_top):
         top, left, weight, (restored, kernel) = pending
         h, w = weight.shape
         restored = np.asarray(restored, np.float32).reshape(tile, tile, channels)[:h, :w]
-        out[top:top + h, left:left + w] += weight[:, :, None] * restored
-        total_weight[top:top + h, left:left + w] += weight
-        kernels.append(None if kernel is None else np.asarray(kernel, np.float32).reshape(
-            np.shape(kernel)[-2:]))
-        bar.update(len(kernels))
+        r = top - band_top
+        acc[r:r + h, left:left + w] += weight[:, :, None] * restored
+        weight_sum[r:r + h, left:left + w] += weight
+        if kernels is not None:
+            kernels.append(None if kernel is None else np.asarray(kernel, np.float32).reshape(
+                np.shape(kernel)[-2:]))
+        done[0] += 1
+        bar.update(done[0])
 
-    pending = None
-    for top, left, weight in tile_weights((height, width), tile, overlap):
-        h, w = weight.shape
-        crop = _pad_to(image[top:top + h, left:left + w], tile)[None]
-        current = (top, left, weight, predict_tile(crop))
-        if pending is not None:
-            collect(pending)
-        pending = current
-    collect(pending)
-    out /= np.maximum(total_weight, np.float32(1e-6))[:, :, None]
+    def finished(count):
+        return acc[:count] / np.maximum(weight_sum[:count], np.float32(1e-6))[:, :, None]
+
+    band_top = rows[0]
+    for i, top in enumerate(rows):
+        if top > band_top:  # rows above `top` get no more tiles
+            shift = top - band_top
+            yield band_top, finished(shift)
+            acc[:span - shift], weight_sum[:span - shift] = acc[shift:], weight_sum[shift:]
+            acc[span - shift:], weight_sum[span - shift:] = 0, 0
+            band_top = top
+        pending = None
+        for j, left in enumerate(cols):
+            weight = wy[i][:, None] * wx[j][None, :]
+            h, w = weight.shape
+            crop = _pad_to(np.asarray(image[top:top + h, left:left + w], np.float32), tile)[None]
+            current = (top, left, weight, predict_tile(crop))
+            if pending is not None:
+                collect(pending, band_top)
+            pending = current
+        collect(pending, band_top)
+    yield band_top, finished(height - band_top)
+
+
+def deblur_tiled(predict_tile: PredictTile, image, tile: int, overlap: int, *,
+                 progress: bool = True) -> TiledResult:
+    """Run `predict_tile` on every overlapping `tile` x `tile` crop of `image` ([H, W, C] or
+    [1, H, W, C], or windows as in `tiled_bands`) and blend the outputs into one float32 array."""
+    if isinstance(image, np.ndarray) or not hasattr(image, "shape"):
+        image = np.asarray(image, np.float32)
+        if image.ndim == 4 and image.shape[0] == 1:
+            image = image[0]
+    if len(image.shape) != 3:
+        raise ValueError(f"expected an image [H, W, C] or [1, H, W, C], got {image.shape}")
+    height, width, _ = image.shape
+    out = np.empty(image.shape, np.float32)
+    kernels: list = []
+    for top, block in tiled_bands(predict_tile, image, tile, overlap, progress=progress,
+                                  kernels=kernels):
+        out[top:top + len(block)] = block
+    rows, cols = tile_positions(height, tile, overlap), tile_positions(width, tile, overlap)
     stacked = None
     if kernels[0] is not None:
         stacked = np.stack(kernels).reshape(len(rows), len(cols), *kernels[0].shape)
     return TiledResult(out, stacked, rows, cols)
+
+
+class ImageWindows:
+    """A stored scene `[H, W, B]` (any dtype) seen as float32 windows `[h, w, C]`: `convert` maps a
+    stored window to model input (scaling, band conversion). Windows are converted on access, so
+    no float copy of the whole scene exists."""
+
+    def __init__(self, stored, convert: Callable[[np.ndarray], np.ndarray], channels: int):
+        self.stored, self.convert = stored, convert
+        self.shape = (*stored.shape[:2], channels)
+
+    def __getitem__(self, key):
+        return np.asarray(self.convert(self.stored[key]), np.float32)
 
 
 def texture_crops(image: np.ndarray, tile: int, count: int) -> list[tuple[int, int]]:
@@ -179,5 +227,5 @@ def num_tiles(shape: tuple[int, int], tile: int, overlap: int) -> int:
     return math.prod(len(tile_positions(s, tile, overlap)) for s in shape)
 
 
-__all__ = ["TiledResult", "axis_weights", "check_tiling", "crop_tile",
-           "deblur_tiled", "num_tiles", "texture_crops", "tile_positions", "tile_weights"]
+__all__ = ["ImageWindows", "TiledResult", "axis_weights", "check_tiling", "crop_tile", "deblur_tiled",
+           "num_tiles", "texture_crops", "tile_positions", "tile_weights", "tiled_bands"]
