@@ -3,7 +3,9 @@
     python -m benchmarks.ops [--batch=8 --size=256 --channels=3 --kernel=15]
 
 Prints one JSON object: milliseconds per call (median over repeats, after compilation) and ratios.
-`gst_over_soft` near 1 means the fixed-point loop fused into one elementwise kernel.
+`gst_over_soft` near 1 means the fixed-point loop fused into one elementwise kernel;
+`gst_grad_over_soft_grad` compares the gradients in y; `gst_grad_all_ms` and `gst_implicit_grad_all_ms`
+time the gradient in y, theta and p together (what training computes), unrolled and implicit.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ def main():
     results["soft_threshold_grad_ms"] = time_ms(grad_soft, feats, theta, repeats=args.repeats)
     results["gst_grad_ms"] = time_ms(grad_gst, feats, theta, p, repeats=args.repeats)
     results["gst_grad_over_soft_grad"] = results["gst_grad_ms"] / results["soft_threshold_grad_ms"]
+    # What training differentiates: y, theta and p together (unrolled, and the implicit alternative).
+    for name, fn in (("gst", shrinkage.gst), ("gst_implicit", shrinkage.gst_implicit)):
+        grad_all = jax.jit(jax.grad(lambda y, t, p, fn=fn: jnp.sum(fn(y, t, p) ** 2), argnums=(0, 1, 2)))
+        results[f"{name}_grad_all_ms"] = time_ms(grad_all, feats, theta, p, repeats=args.repeats)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=1))
 
 

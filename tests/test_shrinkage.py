@@ -218,3 +218,99 @@ def test_implicit_gradients_finite_everywhere():
     kept = np.asarray(gst(y, theta, p)) != 0
     d_y = np.asarray(jax.grad(lambda y: jnp.sum(gst_implicit(y, theta, p)))(y))
     assert np.all((d_y[kept] >= 1 - 1e-6) & (d_y[kept] <= 2 + 1e-6))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The fast float32 power and the hand-written derivative of the unrolled iterations.
+
+from unroll import shrinkage  # noqa: E402
+
+
+def _reference_gst(y, theta, p, iterations=3, delta=1e-5):
+    """The textbook form of eqs. (19)-(20), differentiated by autodiff: exp((p - 1) log b) with
+    `jnp.exp` / `jnp.log`, as `gst` computed it before its float32 fast path and custom derivative."""
+    a = jnp.abs(y)
+    tau = gst_threshold(theta, p)
+    keep = a > tau
+    a = jnp.where(keep, a, tau)
+    tiny = jnp.finfo(jnp.result_type(a, theta, p)).tiny
+    s = a
+    for _ in range(iterations):
+        s = a - theta * p * jnp.exp((p - 1) * jnp.log(jnp.maximum(s + delta, tiny)))
+    return jnp.where(keep, jnp.sign(y) * jnp.maximum(s, 0), 0).astype(y.dtype)
+
+
+def test_fast_power_against_float64():
+    """b^e for b over the whole normal float32 range and e in [-1, 0]: within float32 rounding of
+    exp(e log b) (whose own error grows with |e log b|, the rounding of the exponent)."""
+    rng = np.random.default_rng(0)
+    b = np.concatenate([np.exp(rng.uniform(-87, 87, 100000)), np.exp(rng.uniform(-12, 4, 100000)),
+                        [np.finfo(np.float32).tiny, 0.5, 1.0, 2.0, 1e-5]]).astype(np.float32)
+    power = jax.jit(shrinkage._pow)
+    for e in (-1.0, -0.999, -0.7, -0.4, -0.1, -1e-3, -1e-6, 0.0):
+        e32 = np.float32(e)
+        z = np.float64(e32) * np.log(b.astype(np.float64))
+        exact = np.exp(z)
+        got = np.asarray(power(b, e32)).astype(np.float64)
+        rel = np.abs(got / exact - 1)
+        assert np.all(rel <= 3e-7 + 1.2e-7 * np.abs(z)), (e, rel.max())
+    assert float(power(np.float32(3.7), np.float32(0.0))) == 1.0  # p = 1: b^0 = 1 exactly
+
+
+@pytest.mark.parametrize("p", [0.01, 0.3, 0.6, 0.8, 0.9, 0.99])
+@pytest.mark.parametrize("theta", [1e-3, 0.3, 2.0])
+def test_values_unchanged_by_the_fast_path(theta, p):
+    """`gst` (float32 fast power) against the textbook formula in float32, both against float64:
+    as close to the float64 iterate as the textbook formula, and within 1e-6 of it where the
+    problem is well conditioned (p <= 0.9; near |y| = tau with p -> 1 both lose digits alike)."""
+    tau = float(gst_threshold(np.float32(theta), np.float32(p)))
+    y = np.concatenate([np.linspace(-4 * tau - 1, 4 * tau + 1, 2001),
+                        tau * (1 + np.logspace(-6, 1, 200)), [0.0, tau, 1e-30, 100.0]]).astype(np.float32)
+    got = np.asarray(gst_jit(y, np.float32(theta), np.float32(p))).astype(np.float64)
+    textbook = np.asarray(jax.jit(_reference_gst)(y, np.float32(theta), np.float32(p))).astype(np.float64)
+    with jax.enable_x64(True):
+        exact = np.asarray(_reference_gst(jnp.asarray(y, jnp.float64), jnp.float64(np.float32(theta)),
+                                          jnp.float64(np.float32(p))))
+    kept = (exact != 0) & (textbook != 0)
+    np.testing.assert_array_equal(got != 0, textbook != 0)
+    err = np.abs(got - exact)[kept] / np.abs(exact[kept])
+    err_textbook = np.abs(textbook - exact)[kept] / np.abs(exact[kept])
+    # p = 0.99 near tau: S is a difference of nearly equal terms (both lose ~50x eps alike).
+    slack = (1.5, 2e-7) if p <= 0.9 else (3.0, 1e-6)
+    assert err.max() <= slack[0] * err_textbook.max() + slack[1], (err.max(), err_textbook.max())
+    if p <= 0.9:
+        rel = np.abs(got - textbook)[kept] / np.abs(textbook[kept])
+        assert rel.max() < 1e-6, rel.max()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_custom_derivative_equals_autodiff_of_the_unrolled_iterations(dtype):
+    """The hand-written JVP (eq. U1) against autodiff through the textbook iterations: reverse mode
+    for y, per-channel theta and p together, and forward mode."""
+    with jax.enable_x64(dtype == jnp.float64):
+        rng = np.random.default_rng(3)
+        theta = jnp.asarray([0.2, 0.5, 0.05], dtype)
+        p = jnp.asarray([0.3, 0.7, 0.95], dtype)
+        y = jnp.asarray(rng.normal(0, 1.5, (4, 5, 3)), dtype)
+        w = jnp.asarray(rng.normal(size=y.shape), dtype)
+
+        def loss(fn):
+            return lambda y, t, q: jnp.sum(w * jnp.sin(fn(y, t, q)))
+
+        rtol = 1e-10 if dtype == jnp.float64 else 2e-4
+        got = jax.jit(jax.grad(loss(gst), argnums=(0, 1, 2)))(y, theta, p)
+        want = jax.jit(jax.grad(loss(_reference_gst), argnums=(0, 1, 2)))(y, theta, p)
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=rtol, atol=rtol)
+        got_y = jax.grad(loss(gst))(y, theta, p)  # y alone: theta and p's tangents are symbolic zeros
+        np.testing.assert_allclose(np.asarray(got_y), np.asarray(want[0]), rtol=rtol, atol=rtol)
+        tangents = (jnp.asarray(rng.normal(size=y.shape), dtype), jnp.ones(3, dtype), jnp.ones(3, dtype))
+        _, got = jax.jvp(gst, (y, theta, p), tangents)
+        _, want = jax.jvp(_reference_gst, (y, theta, p), tangents)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=rtol, atol=rtol)
+        # Second order (the rule is itself differentiable) and vmap.
+        hess = jax.hessian(lambda y: jnp.sum(gst(y, 0.3, 0.6)))(y[0, 0])
+        hess_ref = jax.hessian(lambda y: jnp.sum(_reference_gst(y, 0.3, 0.6)))(y[0, 0])
+        np.testing.assert_allclose(np.asarray(hess), np.asarray(hess_ref), rtol=10 * rtol, atol=10 * rtol)
+        np.testing.assert_array_equal(np.asarray(jax.vmap(gst, (0, None, None))(y, theta, p)),
+                                      np.asarray(gst(y, theta, p)))

@@ -27,12 +27,27 @@ def _normalise(k):
 
 
 def gaussian(size: int = 15, sigma: float = 1.6):
-    """Isotropic Gaussian exp(-(x^2 + y^2) / (2 sigma^2)) sampled on the grid, normalised."""
+    """Isotropic Gaussian exp(-(x^2 + y^2) / (2 sigma^2)) sampled on the grid, normalised.
+
+    >>> h = gaussian(5, 1.0)
+    >>> h.shape, h.dtype, round(float(h.sum()), 6), round(float(h[2, 2]), 4)
+    ((5, 5), dtype('float32'), 1.0, 0.1621)
+    >>> bool((h == h.T).all() and (h == h[::-1]).all())  # symmetric about the centre
+    True
+    """
     return anisotropic_gaussian(size, sigma, sigma, 0.0)
 
 
 def anisotropic_gaussian(size: int, sigma_x: float, sigma_y: float, angle: float = 0.0):
-    """Gaussian with standard deviations `sigma_x`, `sigma_y` along axes rotated by `angle` (radians)."""
+    """Gaussian with standard deviations `sigma_x`, `sigma_y` along axes rotated by `angle` (radians).
+
+    >>> import numpy as np
+    >>> h = anisotropic_gaussian(7, 2.0, 0.5)  # elongated along x (the columns)
+    >>> bool(h[3].sum() > h[:, 3].sum()), round(float(h.sum()), 6)
+    (True, 1.0)
+    >>> bool(np.allclose(anisotropic_gaussian(7, 2.0, 0.5, np.pi / 2), h.T, atol=1e-7))
+    True
+    """
     _check_size(size)
     if sigma_x <= 0 or sigma_y <= 0:
         raise ValueError(f"Gaussian sigmas must be positive, got {sigma_x}, {sigma_y}")
@@ -43,7 +58,12 @@ def anisotropic_gaussian(size: int, sigma_x: float, sigma_y: float, angle: float
 
 
 def disk(size: int, radius: float, supersample: int = 8):
-    """Uniform disk (defocus) of `radius` pixels, anti-aliased by supersampling each pixel."""
+    """Uniform disk (defocus) of `radius` pixels, anti-aliased by supersampling each pixel.
+
+    >>> h = disk(7, 2.0)
+    >>> round(float(h.sum()), 6), float(h[0, 0]), bool(h[3, 3] == h.max())
+    (1.0, 0.0, True)
+    """
     _check_size(size)
     if radius <= 0:
         raise ValueError(f"disk radius must be positive, got {radius}")
@@ -65,6 +85,14 @@ def motion(size: int, rng: np.random.Generator, length: float | None = None, ste
     The trajectory is a random walk in the plane with momentum (`inertia`, the camera's smooth
     motion) and random turns (`jitter`, shake), scaled to a random extent of at most `size - 1`
     pixels and recentred so that its mean, which bilinear splatting preserves, is the kernel centre.
+
+    >>> import numpy as np
+    >>> h = motion(15, np.random.default_rng(0))
+    >>> h.shape, round(float(h.sum()), 5), bool((h >= 0).all())
+    ((15, 15), 1.0, True)
+    >>> rows, cols = np.mgrid[:15, :15]
+    >>> round(float((h * rows).sum()), 2), round(float((h * cols).sum()), 2)  # centre of mass
+    (7.0, 7.0)
     """
     _check_size(size)
     # direction_i = inertia * direction_{i-1} + jitter * noise_i, as a first-order recursive filter.
@@ -92,7 +120,11 @@ def motion(size: int, rng: np.random.Generator, length: float | None = None, ste
 
 
 def delta(size: int, shift=(0, 0)):
-    """A unit impulse at the centre plus `shift` (rows, columns): blurring with it shifts by `shift`."""
+    """A unit impulse at the centre plus `shift` (rows, columns): blurring with it shifts by `shift`.
+
+    >>> delta(3, shift=(0, 1)).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
     _check_size(size)
     k = np.zeros((size, size), np.float32)
     k[size // 2 + shift[0], size // 2 + shift[1]] = 1
@@ -100,6 +132,11 @@ def delta(size: int, shift=(0, 0)):
 
 
 def uniform(size: int):
-    """Flat kernel, the initial estimate h_0 of MGSTNet."""
+    """Flat kernel, the initial estimate h_0 of MGSTNet.
+
+    >>> h = uniform(15)
+    >>> h.shape, round(float(h.sum()), 5), bool((h == h[0, 0]).all())
+    ((15, 15), 1.0, True)
+    """
     _check_size(size)
     return np.full((size, size), 1.0 / size ** 2, np.float32)

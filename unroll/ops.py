@@ -97,7 +97,17 @@ def _inverse(X, grid, pads, hw):
 
 
 def blur(u, h, boundary: str = "symmetric"):
-    """Convolve images `u [N, H, W, C]` with kernels `h [N, kh, kw]`: `g = h * u` (same size)."""
+    """Convolve images `u [N, H, W, C]` with kernels `h [N, kh, kw]`: `g = h * u` (same size).
+
+    >>> import jax.numpy as jnp
+    >>> from unroll import kernels
+    >>> u = jnp.arange(25.0).reshape(1, 5, 5, 1) / 25         # one 5x5 grayscale image
+    >>> h = jnp.asarray(kernels.delta(3, shift=(0, 1)))[None]  # a unit impulse one column right
+    >>> bool(jnp.allclose(blur(u, h, "circular"), jnp.roll(u, 1, axis=2), atol=1e-6))
+    True
+    >>> blur(u, jnp.asarray(kernels.gaussian(3, 1.0))[None]).shape
+    (1, 5, 5, 1)
+    """
     _check(u.shape, h.shape, boundary)
     H, W = u.shape[1:3]
     pads, grid = _geometry((H, W), h.shape[-2:], boundary)
@@ -109,6 +119,14 @@ def blur_adjoint(r, h, boundary: str = "symmetric"):
     """Adjoint of `blur` in the image: `<blur(u, h), r> == <u, blur_adjoint(r, h)>`.
 
     For the circular boundary this is the correlation `h(-x, -y) * r` of eqs. (15) and (17).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from unroll import kernels
+    >>> u, r = jax.random.normal(jax.random.key(0), (2, 1, 6, 7, 3))
+    >>> h = jnp.asarray(kernels.gaussian(5, 1.0))[None]
+    >>> [bool(jnp.allclose(jnp.vdot(blur(u, h, b), r), jnp.vdot(u, blur_adjoint(r, h, b)), rtol=1e-4))
+    ...  for b in BOUNDARIES]
+    [True, True, True]
     """
     _check(r.shape, h.shape, boundary)
     H, W = r.shape[1:3]
@@ -126,6 +144,16 @@ def kernel_adjoint(u, r, kernel_shape, boundary: str = "symmetric"):
 
     Sums over channels (the kernel is shared by them). Applied to the residual `blur(u, h) - g`
     it is the exact gradient of `1/2 ||h * u - g||^2` with respect to `h` (eqs. 9 and 11).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from unroll import kernels
+    >>> u, r = jax.random.normal(jax.random.key(1), (2, 1, 9, 8, 3))
+    >>> h = jnp.asarray(kernels.gaussian(5, 1.0))[None]
+    >>> k = kernel_adjoint(u, r, h.shape)
+    >>> k.shape
+    (1, 5, 5)
+    >>> bool(jnp.allclose(jnp.vdot(blur(u, h), r), jnp.vdot(h, k), rtol=1e-4))
+    True
     """
     kh, kw = kernel_shape[-2:]
     _check(u.shape, (kh, kw), boundary)
