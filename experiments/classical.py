@@ -10,18 +10,21 @@ Levin et al. 2009 benchmark and on the built-in test samples.
    the built-in *training* images, blurred with random camera-shake (75 %) or Gaussian kernels of
    size `--kernel_size` plus noise of std `--noise`.
 2. Levin (`--levin_dir`; the default ../shared/data/levin2009 is resolved against the repository
-   root, i.e. it is shared/data/levin2009 in the folder that holds the repository): each of the 32 real blurred images (or `--levin_subset`)
-   is deblurred with kernel size `--kernel_size` = 27 for every image (the largest of the eight
-   kernels; the solver is not told the true size). The blurred images are the *correlation* of the
-   sharp image with the stored kernel (README of the data), so the estimate is compared with the
-   stored kernel rotated by 180 degrees, by MNC (shift-invariant). Images: PSNR / SSIM of the output
-   clipped to [0, 1] after the best integer shift within +-`--max_shift` px, ignoring a `--border`
-   px border; the blurred input is scored by the same protocol.
+   root, i.e. it is shared/data/levin2009 in the folder that holds the repository): each of the 32
+   real blurred images (or `--levin_subset`) is deblurred with kernel size `--kernel_size` = 27 for
+   every image (the largest of the eight kernels; the solver is not told the true size). The blurred
+   images are the *correlation* of the sharp image with the stored kernel (README of the data), so
+   the estimate is compared with the stored kernel rotated by 180 degrees, by MNC (shift-invariant).
+   Images: PSNR / SSIM of the output clipped to [0, 1] after the best integer shift within
+   +-`--max_shift` px, ignoring a `--border` px border; the blurred input is scored by the same
+   protocol.
 3. Built-in test samples (chelsea, coins, moon; grayscale, centre 255x255 crops): synthetic
    camera-shake blur of size `--kernel_size` with noise `--noise` (a fixed kernel per image), scored
    by the same protocol against the true kernel (no rotation: the blur is a true convolution).
 
 The defaults (80 tuning steps, all 32 Levin images) take about 4 minutes on a 2-core CPU.
+This studies the unrolled Haar/GST_p solver (`unroll.classical.solve`) with its own simple scores;
+the benchmark with the field's protocol and the competitive L0 solver is `experiments.levin`.
 Writes WORKDIR/classical.json (configuration, per-image and mean scores, tuning history, timings),
 WORKDIR/classical.md (the table, also printed) and WORKDIR/tuned_params.npz.
 """
@@ -29,11 +32,12 @@ WORKDIR/classical.md (the table, also printed) and WORKDIR/tuned_params.npz.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments.common import UsageError, run_reporting_user_errors
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LEVIN = "../shared/data/levin2009"
@@ -61,10 +65,6 @@ flags.DEFINE_integer("border", 20, "border ignored by the image scores, px")
 flags.DEFINE_integer("max_shift", 8, "largest integer shift searched by the image scores, px")
 flags.DEFINE_integer("seed", 0, "seed of the training pairs, the tuning batches and the test blur")
 FLAGS = flags.FLAGS
-
-
-class UsageError(ValueError):
-    """Bad flags or input data (printed as one line, exit status 2)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -340,15 +340,7 @@ def run(argv):
 
 
 def main(argv):
-    from unroll.data import DataError
-
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
-        run(argv)
-    except (UsageError, DataError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_user_errors(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""Classical (non-learned) blind deconvolution.
+
+Two solvers:
+  * `blind_deconvolve` / `estimate_kernel` (`unroll.classical.l0`): coarse-to-fine kernel estimation
+    with an L0 gradient prior and a gradient-domain kernel step with cleanup, then the non-blind
+    hyper-Laplacian step (`unroll.nonblind`). The competitive one (Levin benchmark:
+    `python -m experiments.levin --method=classical`).
+  * `solve` (`unroll.classical.unrolled`): MGSTNet's stages with fixed classical proximal operators
+    (orthonormal Haar + GST_p), every parameter per iteration and tunable by jax.grad through the
+    unrolled iterations (`unroll.classical.tuning`: `tune`, `make_training_pairs`), with the Haar
+    transform of its image prior in `unroll.classical.haar`.
+"""
+
+from unroll.classical.haar import haar_forward, haar_inverse
+from unroll.classical.l0 import DEFAULTS, L0Params, blind_deconvolve, cleanup, estimate_kernel
+from unroll.classical.tuning import loss, make_training_pairs, tune
+from unroll.classical.unrolled import (
+                                       BLIND,
+                                       FINAL,
+                                       KERNEL_DOMAINS,
+                                       PARAM_NAMES,
+                                       SHIFTS,
+                                       THRESHOLDS,
+                                       accelerated,
+                                       constrain,
+                                       default_params,
+                                       image_lipschitz_bound,
+                                       image_update,
+                                       initial_kernel,
+                                       iteration,
+                                       kernel_update,
+                                       objective,
+                                       prior,
+                                       pyramid,
+                                       solve,
+                                       wavelet_prox,
+)
+
+__all__ = [
+    "BLIND", "DEFAULTS", "FINAL", "KERNEL_DOMAINS", "L0Params", "PARAM_NAMES", "SHIFTS", "THRESHOLDS",
+    "accelerated", "blind_deconvolve", "cleanup", "constrain", "default_params", "estimate_kernel",
+    "haar_forward", "haar_inverse", "image_lipschitz_bound", "image_update", "initial_kernel",
+    "iteration", "kernel_update", "loss", "make_training_pairs", "objective", "prior", "pyramid",
+    "solve", "tune", "wavelet_prox",
+]
