@@ -9,7 +9,8 @@ import importlib
 
 import pytest
 
-MODULES = ["unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics"]
+MODULES = ["unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
+           "unroll.multiscale", "unroll.nonblind", "unroll.inference.model"]
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+THRESHOLDS = ("gst", "soft")  # the shrinkage operators a prior can use: GST_p or the soft threshold
+
 
 def soft_threshold(y, theta):
     """Soft threshold `sgn(y) max(|y| - theta, 0)` (eq. 13), the prox of theta |x|.

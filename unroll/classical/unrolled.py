@@ -86,7 +86,7 @@ from jax import lax
 from unroll import ops, shrinkage, steps
 from unroll.classical.haar import haar_forward, haar_inverse
 
-THRESHOLDS = ("gst", "soft")
+THRESHOLDS = shrinkage.THRESHOLDS
 KERNEL_DOMAINS = ("gradient", "intensity")
 # Cycle-spinning shifts (rows, columns); the first `shifts` are used. They cover the offsets of the
 # two finest Haar levels, where the shift variance is largest.

@@ -25,7 +25,7 @@ from unroll import kernels, ops, shrinkage, steps
 from unroll.models.blocks import REDUCTION, EncoderDecoder, Keys, RCABs, as_keys, conv, scale_widths
 
 # The image prox's shrinkage (eq. 18): GST_p (eqs. 19-20) or, for the ablation, the soft threshold.
-THRESHOLDS = ("gst", "soft")
+THRESHOLDS = shrinkage.THRESHOLDS
 # How GST_p is differentiated: through its unrolled fixed-point iterations (`shrinkage.gst`), or by
 # the implicit function theorem at the exact prox (`shrinkage.gst_implicit`, reverse mode only).
 # Both have the same forward value.
