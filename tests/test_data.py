@@ -268,6 +268,16 @@ def test_paired_folder_matching_and_kernels(tmp_path):
     assert len(ev) == 3 and ev[1]["kernel"].shape == (7, 7) and ev[1]["name"] == "b.png"
 
 
+def test_paired_images_smaller_than_the_kernel_and_kernels_larger_than_images_are_refused(tmp_path):
+    root = _paired_folder(tmp_path / "p")
+    with pytest.raises(DataError, match="smaller than the kernel size 41") as err:
+        data.make_eval_dataset(str(root), kernel_size=41)  # the images are 36x40
+    assert "\n" not in str(err.value)
+    np.save(root / "kernels" / "a.npy", np.ones((37, 37)))
+    with pytest.raises(DataError, match="a.npy is 37x37, larger than its image"):
+        data.PairedFolder(root)
+
+
 def test_paired_training_crops_stay_consistent_with_their_kernel(tmp_path):
     root = _paired_folder(tmp_path / "p")
     for batch in _take(iter(_train(root, patch_size=24, batch_size=3, seed=7)), 3):

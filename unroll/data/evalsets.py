@@ -9,7 +9,7 @@ import numpy as np
 
 from unroll.data.degradation import Degradation
 from unroll.data.images import DataError
-from unroll.data.sources import _drop_small, _is_paired, open_source
+from unroll.data.sources import _drop_small, open_source
 
 
 def example_rng(name: str, seed: int) -> np.random.Generator:
@@ -90,8 +90,8 @@ def make_eval_dataset(source_or_dir=None, *, kernel_size: int = 15, sigma_range=
         crop = (center_crop, center_crop) if isinstance(center_crop, int) else center_crop
         if min(crop) < kernel_size:
             raise ValueError(f"center_crop {center_crop} is smaller than kernel_size {kernel_size}")
-    if not _is_paired(source):  # synthetic blur needs images at least as large as the kernel
-        source = _drop_small(source, kernel_size, skip_bad, "kernel size")
+    # Images at least as large as the kernel: synthetic blur needs it, and so does the model.
+    source = _drop_small(source, kernel_size, skip_bad, "kernel size")
     if process_count > 1:
         shard = list(range(process_index, len(source), process_count))
         if not shard:

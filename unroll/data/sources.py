@@ -295,6 +295,10 @@ class PairedFolder(_Source):
             if stem not in kernel_files:
                 raise DataError(f"pair {sharp_path} has no kernel {self.root / 'kernels' / stem}.npy")
             kernel = _load_kernel(self.root / "kernels" / kernel_files[stem])
+            if kernel.shape[0] > size[0] or kernel.shape[1] > size[1]:
+                raise DataError(f"kernel {self.root / 'kernels' / kernel_files[stem]} is "
+                                f"{kernel.shape[0]}x{kernel.shape[1]}, larger than its image "
+                                f"{sharp_path} ({size[0]}x{size[1]})")
         return _Entry(name=sharp_rel, path=sharp_path, size=size, blur_path=blur_path, kernel=kernel)
 
     def _decode(self, entry):
