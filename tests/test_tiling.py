@@ -196,6 +196,13 @@ def test_alpha_passes_through_and_exif_orientation_is_applied(tmp_path, model):
         assert im.mode == "RGBA"
         np.testing.assert_array_equal(np.asarray(im)[..., 3], rgba[..., 3])
 
+    rgba16 = (rng.random((40, 36, 4)) * 65535).astype(np.uint16)  # a TIFF's alpha band too
+    tifffile.imwrite(tmp_path / "clip.tif", rgba16, photometric="rgb", extrasamples=[2])
+    [out] = deblur.deblur_files(model, [tmp_path / "clip.tif"], tmp_path / "o3")
+    back = tifffile.imread(out)
+    assert back.shape == (40, 36, 4) and back.dtype == np.uint16
+    np.testing.assert_array_equal(back[..., 3], rgba16[..., 3])
+
     # Stored 40 wide x 24 high, EXIF orientation 6 (turn 90 degrees clockwise to view): 24 x 40.
     stored = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
     exif = Image.Exif()

@@ -137,17 +137,19 @@ def _read(path: Path, channels: int):
         return image, None, None
     if source.bands == channels:
         return source.pixels, source, None
+    if source.alpha and source.bands == channels + 1:  # the alpha band goes back out unchanged
+        return source.pixels[..., :-1], source, source.pixels[..., -1]
     pixels = data.to_channels(source.pixels, channels, path, source.alpha)  # gray <-> RGB, no alpha
     return pixels, source.with_pixels(pixels), None
 
 
 def _write(out_image: Path, restored: np.ndarray, source, alpha=None):
     restored = np.clip(restored, 0.0, 1.0)
+    if alpha is not None:
+        restored = np.concatenate([restored, alpha[:, :, None]], axis=-1)
     if source is not None:
         raster.write_raster(out_image, source, restored, software=data.images.SOFTWARE)
         return
-    if alpha is not None:
-        restored = np.concatenate([restored, alpha[:, :, None]], axis=-1)
     data.save_image(out_image, restored, mark=True)
 
 
