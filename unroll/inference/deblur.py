@@ -11,7 +11,7 @@ for every input `<stem>.<ext>`:
 Nothing a user had is replaced: an output name that equals an input is refused, an existing file
 is replaced only with `overwrite` and only if unroll wrote it (its Software tag or PNG text, see
 `unroll.data.written_by_unroll`), and folders and globs never yield unroll's own outputs as inputs.
-A PNG's alpha band is passed through unchanged; EXIF orientation is applied on reading.
+An alpha band (PNG, TIFF) is passed through unchanged; EXIF orientation is applied on reading.
 
 Modes:
   * `tile_size=0`: the whole image in one forward pass (compiled per image size). A scene whose
