@@ -71,6 +71,12 @@ def _silent_corruption(workdir):
     path.write_text(path.read_text().replace('"params": "', '"params": "0', 1))
 
 
+def _drop_state_item(workdir):
+    import shutil
+
+    shutil.rmtree(_step_dir(workdir, 3) / "state")
+
+
 def _garbage_config(workdir):
     (_step_dir(workdir, 3) / "config" / "metadata").write_text("{not json")
 
@@ -79,8 +85,8 @@ def _empty_metadata(workdir):
     (_step_dir(workdir, 3) / "state" / "_METADATA").write_text("")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_byte, _silent_corruption, _drop_ocdbt, _garbage_config,
-                                    _empty_metadata])
+@pytest.mark.parametrize("damage", [_truncate, _flip_byte, _silent_corruption, _drop_ocdbt, _drop_state_item,
+                                    _garbage_config, _empty_metadata])
 def test_damaged_newest_save_falls_back_to_the_previous_one(workdir, damage, capsys):
     damage(workdir)
     with checkpoint.Checkpoints(workdir) as ckpt:
@@ -143,3 +149,23 @@ def test_checksum_changes_with_any_leaf():
     changed = jax.tree.map(lambda x: x.at[(0,) * x.ndim].add(1e-6) if x is leaf else x, flipped["params"])
     assert checkpoint.checksum(state["params"]) != checkpoint.checksum(changed)
     assert checkpoint.checksum(state["params"]) == checkpoint.checksum(_state(1)["params"])
+
+
+def test_a_checkpoint_fits_only_the_same_boundary(workdir):
+    other = Config(**{**CONFIG.to_dict(), "boundary": "circular"})
+    with checkpoint.Checkpoints(workdir) as ckpt, pytest.raises(checkpoint.CheckpointError, match="--boundary"):
+        ckpt.check_compatible(other)
+    with checkpoint.Checkpoints(workdir) as ckpt:  # settings that do not change the output may differ
+        ckpt.check_compatible(Config(**{**CONFIG.to_dict(), "gst_grad": "implicit", "remat": True}))
+
+
+def test_training_curves_read_interval_means_and_skip_a_cut_line(tmp_path):
+    from unroll import plots
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 2, "loss": 0.5, "loss_mean": 0.6}\n{"step": 4, "loss": 0.3, "loss_mean": 0.4}\n'
+                   '{"step": 4, "eval_psnr": 30.0, "eval_psnr_input": 28.0}\n{"step": 6, "lo')
+    series = plots.read_log(log)
+    assert series["loss_mean"] == {2: 0.6, 4: 0.4} and series["eval_psnr_input"] == {4: 28.0}
+    plots.training_curves(log, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
