@@ -162,3 +162,17 @@ def test_unsupported_rasters_fail_naming_the_file(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(raster.RasterError, match="bad.tif"):
         raster.read_raster(tmp_path / "bad.tif")
+
+
+@pytest.mark.parametrize("layout", [dict(), dict(byteorder=">"), dict(rowsperstrip=16, compression="zlib", predictor=2),
+                                    dict(tile=(32, 32), compression="zlib")])
+def test_tiff_windows_read_any_window_as_stored(tmp_path, layout):
+    stored = (np.random.default_rng(0).random((100, 70, 3)) * 60000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stored, photometric="rgb", **layout)
+    windows = raster.TiffWindows(tmp_path / "s.tif")
+    assert windows.shape == stored.shape and windows.dtype == stored.dtype
+    for rows, cols in [(slice(0, 100), slice(0, 70)), (slice(13, 61), slice(5, 69)), (slice(95, 100), slice(40, 41))]:
+        np.testing.assert_array_equal(windows[rows, cols], stored[rows, cols])
+    lazy = raster.read_raster(tmp_path / "s.tif", lazy=True)
+    assert isinstance(lazy.stored, raster.TiffWindows)
+    np.testing.assert_array_equal(lazy.pixels[10:50, 3:30], raster.read_raster(tmp_path / "s.tif").pixels[10:50, 3:30])

@@ -320,6 +320,74 @@ def _resolution(page):
     return (tuple(tags[282].value), tuple(tags[283].value)), unit
 
 
+class TiffWindows:
+    """The first page's stored samples `[H, W, samples]` of a chunky (band-interleaved) TIFF, read a
+    window at a time: uncompressed contiguous data by positioned reads of the window's rows, strips
+    and tiles by decoding only the segments a window touches (recent ones cached). The whole scene is
+    never in memory."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._tif = tifffile.TiffFile(self.path)
+        page = self._page = self._tif.pages.first
+        if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
+            raise RasterError(f"{path}: planar (band-separate) TIFFs are read whole")
+        self.shape = (int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel))
+        self.dtype, self.ndim = np.dtype(page.dtype), 3
+        self._contiguous = bool(page.is_contiguous) and page.compression == 1 and page.bitspersample % 8 == 0
+        self._file_dtype = self.dtype.newbyteorder(self._tif.byteorder)
+        if page.is_tiled:
+            self._segment_shape = (int(page.tilelength), int(page.tilewidth))
+        else:
+            self._segment_shape = (min(int(page.rowsperstrip), self.shape[0]), self.shape[1])
+        self._cache: dict[int, np.ndarray] = {}
+
+    def close(self):
+        self._tif.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key, slice(None))
+        (r0, r1, _), (c0, c1, _) = (k.indices(n) for k, n in zip(key[:2], self.shape[:2]))
+        out = np.empty((max(r1 - r0, 0), max(c1 - c0, 0), self.shape[2]), self.dtype)
+        if out.size == 0:
+            return out
+        if self._contiguous:
+            fh, offset = self._tif.filehandle, self._page.dataoffsets[0]
+            row_bytes, item = self.shape[1] * self.shape[2] * self.dtype.itemsize, self.shape[2] * self.dtype.itemsize
+            for i, r in enumerate(range(r0, r1)):
+                fh.seek(offset + r * row_bytes + c0 * item)
+                row = np.frombuffer(fh.read((c1 - c0) * item), self._file_dtype)
+                out[i] = row.reshape(c1 - c0, self.shape[2])
+            return out
+        sh, sw = self._segment_shape
+        across = -(-self.shape[1] // sw)
+        for sr in range(r0 // sh, (r1 - 1) // sh + 1):
+            for sc in range(c0 // sw, (c1 - 1) // sw + 1):
+                seg = self._segment(sr * across + sc)
+                top, left = sr * sh, sc * sw
+                a0, a1 = max(r0, top), min(r1, top + seg.shape[0])
+                b0, b1 = max(c0, left), min(c1, left + seg.shape[1])
+                out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = seg[a0 - top:a1 - top, b0 - left:b1 - left]
+        return out
+
+    def _segment(self, index: int) -> np.ndarray:
+        if index not in self._cache:
+            page, fh = self._page, self._tif.filehandle
+            fh.seek(page.dataoffsets[index])
+            data, _, shape = page.decode(fh.read(page.databytecounts[index]), index)
+            if len(self._cache) >= 4 * (-(-self.shape[1] // self._segment_shape[1])):  # ~ 4 rows
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = np.asarray(data).reshape(shape[-3:])
+        return self._cache[index]
+
+
 class ScaledWindows:
     """Float32 [0, 1] windows `[h, w, bands]` of stored samples (`stored = pixels * scale + offset`;
     no-data samples read 0), converted on access: a lazy raster's `pixels`."""
@@ -347,7 +415,13 @@ def read_raster(path, scaling: str = "auto", per_band: bool = False, lazy: bool 
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            arr, info = _page_array(page), _page_info(tif, page)
+            windowed = (lazy and page.dtype is not None and np.dtype(page.dtype).kind in "ui"
+                        and page.colormap is None and page.photometric in (
+                            tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
+                        and not (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+                                 and page.samplesperpixel > 1))
+            arr = TiffWindows(path) if windowed else _page_array(page)
+            info = _page_info(tif, page)
             kept, dropped = _kept_and_dropped(tif, page)
             resolution, unit = _resolution(page)
     except RasterError as exc:
