@@ -53,23 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from unroll import shrinkage
+from unroll import ops, shrinkage
 
 LAM = 7000.0
 ALPHA = 2.0 / 3.0
-
-
-def _fast_len(n: int) -> int:
-    """Smallest 5-smooth integer >= n."""
-    m = n
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
 
 
 def betas(beta_min: float = 1.0, beta_max: float = 256.0, beta_rate: float = 2 * math.sqrt(2)):
@@ -106,7 +93,7 @@ def _deconvolve(g, h, lam, beta_schedule, gamma, alpha, inner, boundary, gst_ite
     kh, kw = h.shape[-2:]
     if boundary == "unknown":
         ry, rx = kh // 2, kw // 2
-        grid = (_fast_len(H + kh - 1), _fast_len(W + kw - 1))
+        grid = (ops.fast_len(H + kh - 1), ops.fast_len(W + kw - 1))
     else:  # circular: the observation is the whole (periodic) domain
         ry = rx = 0
         grid = (H, W)

@@ -38,8 +38,12 @@ def _check(u_shape, kernel_shape, boundary):
         raise ValueError(f"kernel {kh}x{kw} is larger than the image {u_shape[1]}x{u_shape[2]}")
 
 
-def _fast_len(n: int) -> int:
-    """Smallest 5-smooth integer >= n (FFTs of such lengths are fast)."""
+def fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n (FFTs of such lengths are fast).
+
+    >>> [fast_len(n) for n in (7, 97, 128)]
+    [8, 100, 128]
+    """
     m = n
     while True:
         k = m
@@ -57,7 +61,7 @@ def _geometry(image_hw, kernel_hw, boundary):
     if boundary == "circular":
         return (0, 0), (H, W)
     ph, pw = kh // 2, kw // 2
-    return (ph, pw), (_fast_len(H + 2 * ph), _fast_len(W + 2 * pw))
+    return (ph, pw), (fast_len(H + 2 * ph), fast_len(W + 2 * pw))
 
 
 def _pad(u, pads, boundary):

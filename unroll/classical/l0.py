@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from unroll import nonblind
+from unroll import nonblind, ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +77,6 @@ class L0Params:
 
 
 DEFAULTS = L0Params()
-
-
-def _fast_len(n):
-    return nonblind._fast_len(n)
 
 
 def _odd(x: float) -> int:
@@ -271,7 +267,7 @@ def _estimate(g, lam0, geometry, p: L0Params):
         else:
             h = _resize_kernel(recentre(h), ks)
         r = ks // 2
-        grid = (_fast_len(hs + ks - 1), _fast_len(ws + ks - 1))
+        grid = (ops.fast_len(hs + ks - 1), ops.fast_len(ws + ks - 1))
         pads = ((0, 0), (r, grid[0] - hs - r), (r, grid[1] - ws - r))
         B = jnp.pad(gs, pads)
         mask = jnp.pad(jnp.ones((1, hs, ws), jnp.float32), pads)
