@@ -7,12 +7,14 @@ and prints JSON, which is collected under its name in `OUT/report.json`; `OUT/re
 table of the headline figures and, per benchmark, every number it printed. A benchmark that fails is
 recorded with its error and the others still run; the exit code is then 1.
 
-Sections: ops (FFT blur and adjoints, gradient steps, GST against soft threshold), data (the input
+Sections: gemm (this machine's sgemm rate: the peak that achieved GFLOP/s are given as a fraction
+of), ops (FFT blur and adjoints, gradient steps, GST against soft threshold), data (the input
 pipeline), train_step (demo and paper configurations, float32 and bfloat16: images/s and achieved
 GFLOP/s), compile (compile time against stage count 1, 3, 6, 10, with and without remat), model
 (paper configuration forward / backward and peak memory with and without per-stage remat), tiled
-(tiled inference time per megapixel and peak memory), torch (the eager PyTorch comparison, when torch
-is installed). Timings on a shared machine are only as quiet as the machine.
+(tiled inference time per megapixel and peak memory), torch (the eager PyTorch comparison; without
+torch installed it is recorded as skipped, with the line that says why). Timings on a shared machine
+are only as quiet as the machine.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 # name -> (module, full arguments, --quick arguments)
 BENCHMARKS = {
+    "gemm": ("benchmarks.gemm", [], ["--size=1024", "--repeats=3"]),
     "ops": ("benchmarks.ops", [], ["--repeats=3", "--batch=4"]),
     "data": ("benchmarks.data", ["--workers=0"], ["--workers=0", "--batches=8"]),
     "train_step": ("benchmarks.train_step", ["--configs=demo,paper", "--repeats=2"],
@@ -112,6 +115,17 @@ def headline(sections: dict) -> list[tuple[str, str]]:
         mode = "scan + remat" if row["remat"] else "scan"
         rows.append((f"compile, {row['stages']} stages, {mode} (s)",
                      _num(row["trace_lower_s"] + row["compile_s"])))
+    peak = get("gemm", "peak_gflop_per_s")
+    if peak:
+        rows.append(("sgemm peak of this machine (GFLOP/s)", _num(peak)))
+        for config in ("demo", "paper"):
+            achieved = get("train_step", config, "gflop_per_s")
+            if achieved is not None:
+                rows.append((f"{config} train step, fraction of the sgemm peak", _num(achieved / peak)))
+    for config in ("demo", "paper"):
+        ratio = get("torch", config, "jax_over_torch")
+        if ratio is not None:
+            rows.append((f"{config} train step, JAX / eager PyTorch (images/s)", _num(ratio)))
     for key, stats in (get("model", "memory") or {}).items():
         rows.append((f"gradient temp memory, {key} (MB)", _num(stats["temp_bytes"] / 2 ** 20)))
     for run in get("tiled", "runs") or []:
@@ -134,6 +148,9 @@ def markdown(report: dict) -> str:
         if "error" in section:
             lines += [f"failed: {section['error']}", ""]
             continue
+        if "skipped" in section:
+            lines += [section["skipped"], ""]
+            continue
         lines += ["| key | value |", "|---|---|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in flatten(section["result"])] + [""]
     return "\n".join(lines)
@@ -150,15 +167,19 @@ def main(argv=None):
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; use {', '.join(BENCHMARKS)}")
-    if "torch" in names and importlib.util.find_spec("torch") is None and not args.only:
+    skipped = {}
+    if "torch" in names and importlib.util.find_spec("torch") is None:
         names.remove("torch")  # optional: needs `pip install torch`
+        skipped["torch"] = "skipped: torch is not installed (pip install torch==2.13.0 to compare)"
+        print(f"torch: {skipped['torch']}", file=sys.stderr)
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version()},
-              "sections": {}}
+              "sections": {name: {"skipped": why, "seconds": 0, "command": [BENCHMARKS[name][0]]}
+                           for name, why in skipped.items()}}
     for name in names:
         module, full, quick = BENCHMARKS[name]
         print(f"running {name}: python -m {module} {' '.join(quick if args.quick else full)}",
