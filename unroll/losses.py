@@ -24,7 +24,6 @@ the papers' weights keep their meaning on any crop size.
 
 from __future__ import annotations
 
-import dm_pix
 import jax
 import jax.numpy as jnp
 
@@ -191,6 +190,8 @@ def ssim_any_size(x, y):
     if size >= 11:
         return metrics.ssim(x, y)
     window = size if size % 2 else size - 1
+    import dm_pix  # imported here: only IDC's loss needs it
+
     return dm_pix.ssim(x, y, max_val=1.0, filter_size=window, filter_sigma=1.5)
 
 

@@ -6,7 +6,6 @@ Kernels are `[N, kh, kw]` (or `[kh, kw]`).
 
 from __future__ import annotations
 
-import dm_pix
 import jax.numpy as jnp
 
 
@@ -66,6 +65,8 @@ def ssim(x, y, data_range: float = 1.0):
     True
     """
     x, y = _batch(x, 4), _batch(y, 4)
+    import dm_pix  # imported here: the metrics module itself needs only JAX
+
     return dm_pix.ssim(x, y, max_val=data_range, filter_size=11, filter_sigma=1.5)
 
 

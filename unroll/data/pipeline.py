@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import grain
 import numpy as np
 
 from unroll.data.degradation import Degradation
@@ -74,7 +73,7 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                        motion_prob: float = 0.0, seed: int = 0, channels: int = 3,
                        process_index: int | None = None, process_count: int | None = None,
                        num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
-                       skip_bad: bool = False) -> grain.IterDataset:
+                       skip_bad: bool = False):
     """Infinite, seeded, checkpointable iterator of host batches for this process.
 
     Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
@@ -105,6 +104,8 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     if paired and source.has_kernels and len({e.kernel.shape for e in source._entries}) > 1:
         raise DataError(f"kernels in {source.root / 'kernels'} have different shapes; "
                         "batches need one shape")
+
+    import grain  # imported here: decoding, sources and evaluation sets do not need it
 
     ds = grain.MapDataset.source(source).slice(slice(process_index, None, process_count))
     if len(ds) == 0:
