@@ -200,7 +200,7 @@ class Checkpoints:
         if found is None:
             return None
         step, (state, data) = found
-        if which == "latest" and step != newest:
+        if which == "latest" and step != newest and jax.process_index() == 0:  # one process moves
             self._set_aside_newer(which, step)
         return step, state, data
 

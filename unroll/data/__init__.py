@@ -57,7 +57,6 @@ from unroll.data.images import (
                                 check_bands,
                                 image_info,
                                 image_size,
-                                load_alpha,
                                 load_image,
                                 save_image,
                                 to_channels,
@@ -78,6 +77,6 @@ __all__ = [
     "AUTO_CACHE_BYTES", "BUILTIN_TEST", "BUILTIN_TRAIN", "DataError", "DataWarning", "Degradation",
     "EvalSet", "IMAGE_SUFFIXES", "ImageFolder", "ImageInfo", "PairedFolder", "TrainTransform",
     "blur_host", "builtin_samples", "check_bands", "example_rng", "image_info", "image_size",
-    "load_alpha", "load_image", "make_eval_dataset", "make_train_dataset", "open_source", "save_image",
+    "load_image", "make_eval_dataset", "make_train_dataset", "open_source", "save_image",
     "to_channels", "written_by_unroll",
 ]

@@ -248,19 +248,6 @@ def load_image(path, channels: int = 3) -> np.ndarray:
     return to_channels(_to_float(raw, path), channels, path, alpha)
 
 
-def load_alpha(path) -> np.ndarray | None:
-    """The alpha band of a PNG / JPEG / other Pillow image as float32 `[H, W]` in [0, 1] (upright, as
-    `load_image`), or None when it has none. (TIFF alpha bands travel with `unroll.data.raster`.)"""
-    path = Path(path)
-    if _is_tiff(path):
-        return None
-    try:
-        raw, alpha = _with_alpha(_pillow_pixels(path))
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"cannot decode image {path}: {_first_line(exc)}") from exc
-    return _to_float(raw[..., -1], path) if alpha else None
-
-
 def _save_png(path: Path, samples: np.ndarray, mark: bool):
     info = None
     if mark:

@@ -400,9 +400,6 @@ class ScaledWindows:
         block = self.stored[key]
         return _to_pixels(block, self.offset, self.scale, _invalid_mask(block, self.nodata))
 
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self[:, :], dtype)
-
 
 def read_raster(path, scaling: str = "auto", per_band: bool = False, lazy: bool = False) -> Raster:
     """Read the first page of a TIFF / GeoTIFF as a `Raster` (see the module docstring).

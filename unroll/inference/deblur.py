@@ -123,8 +123,11 @@ def _check_outputs(targets, overwrite: bool):
 def _read(path: Path, channels: int):
     """(pixels [H, W, channels], raster, PNG alpha or None): TIFFs as rasters (kept for writing
     back); other files' alpha band kept apart to be passed through."""
-    if not raster.is_tiff(path):
-        return data.load_image(path, channels), None, data.load_alpha(path)
+    if not raster.is_tiff(path):  # decoded once; the alpha band is kept apart
+        stored, alpha = data.images.load_stored(path)
+        image = data.images.stored_to_float(stored, path, channels, alpha)
+        return image, None, (data.images.stored_to_float(stored[..., -1:], path, 1, False)[..., 0]
+                             if alpha else None)
     try:
         source = raster.read_raster(path)
     except raster.RasterError as exc:

@@ -122,12 +122,10 @@ def tiled_bands(predict_tile: PredictTile, image, tile: int, overlap: int, *, pr
     kernel is appended to `kernels` (row-major) when a list is given.
     """
     height, width, channels = image.shape
-    rows, cols = tile_positions(height, tile, overlap), tile_positions(width, tile, overlap)
-    wy, wx = axis_weights(height, tile, overlap), axis_weights(width, tile, overlap)
     span = min(tile, height)
     acc = np.zeros((span, width, channels), np.float32)  # rows [band_top, band_top + span)
     weight_sum = np.zeros((span, width), np.float32)
-    bar = Progress(len(rows) * len(cols), "tiles", enabled=progress)
+    bar = Progress(num_tiles((height, width), tile, overlap), "tiles", enabled=progress)
     done = [0]
 
     def collect(pending, band_top):
@@ -146,24 +144,22 @@ def tiled_bands(predict_tile: PredictTile, image, tile: int, overlap: int, *, pr
     def finished(count):
         return acc[:count] / np.maximum(weight_sum[:count], np.float32(1e-6))[:, :, None]
 
-    band_top = rows[0]
-    for i, top in enumerate(rows):
-        if top > band_top:  # rows above `top` get no more tiles
-            shift = top - band_top
+    band_top, pending = 0, None
+    for top, left, weight in tile_weights((height, width), tile, overlap):  # row by row
+        if top > band_top:  # a new row of tiles: the rows above `top` get no more tiles
+            collect(pending, band_top)
+            pending, shift = None, top - band_top
             yield band_top, finished(shift)
             acc[:span - shift], weight_sum[:span - shift] = acc[shift:], weight_sum[shift:]
             acc[span - shift:], weight_sum[span - shift:] = 0, 0
             band_top = top
-        pending = None
-        for j, left in enumerate(cols):
-            weight = wy[i][:, None] * wx[j][None, :]
-            h, w = weight.shape
-            crop = _pad_to(np.asarray(image[top:top + h, left:left + w], np.float32), tile)[None]
-            current = (top, left, weight, predict_tile(crop))
-            if pending is not None:
-                collect(pending, band_top)
-            pending = current
-        collect(pending, band_top)
+        h, w = weight.shape
+        crop = _pad_to(np.asarray(image[top:top + h, left:left + w], np.float32), tile)[None]
+        current = (top, left, weight, predict_tile(crop))
+        if pending is not None:
+            collect(pending, band_top)
+        pending = current
+    collect(pending, band_top)
     yield band_top, finished(height - band_top)
 
 
