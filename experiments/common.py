@@ -31,13 +31,18 @@ HELP = {
     "kernel_prox": "use the kernel proximal module KPM",
     "boundary": "boundary of the blur operator: symmetric, circular or zero",
     "remat": "rematerialise each stage in the backward pass (less memory)",
-    "train_dir": "training images (folder, recursive); empty: built-in samples",
+    "train_dir": "training images (folder, recursive), or a comma-separated list of folders where "
+                 "builtin is the built-in samples; empty: built-in samples",
     "test_dir": "test images: a folder (blurred here) or blur/+sharp/ pairs; empty: built-in samples",
     "patch_size": "training crop size",
     "sigma_min": "smallest Gaussian blur sigma",
     "sigma_max": "largest Gaussian blur sigma",
     "noise": "standard deviation of the added Gaussian noise",
+    "noise_max": "if > 0, each training image's noise std is drawn from [noise, noise_max] "
+                 "(evaluation keeps --noise)",
     "motion_prob": "probability of a random motion kernel instead of a Gaussian",
+    "gray_prob": "probability that a training crop is made gray (BT.601 luminance on all 3 "
+                 "channels), so an RGB model also learns gray inputs",
     "eval_crop": "centre-crop evaluation images to this size (0: whole images)",
     "num_workers": "grain worker processes for the training data",
     "batch_size": "global batch size (divisible by the number of devices)",

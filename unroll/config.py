@@ -43,7 +43,9 @@ class Config:
     sigma_min: float = 0.2
     sigma_max: float = 4.0
     noise: float = 0.0
+    noise_max: float = 0.0  # > 0: each training image's noise std ~ U[noise, noise_max]
     motion_prob: float = 0.0
+    gray_prob: float = 0.0  # fraction of training crops made gray (RGB models)
     eval_crop: int = 0
     num_workers: int = 0
 
@@ -98,7 +100,12 @@ class Config:
         need(0 <= self.sigma_min <= self.sigma_max and self.sigma_max > 0, "sigma_max",
              f"need 0 <= --sigma_min={self.sigma_min} <= --sigma_max, and --sigma_max > 0")
         need(self.noise >= 0, "noise", "must be >= 0")
+        need(self.noise_max == 0 or self.noise_max >= self.noise, "noise_max",
+             f"must be 0 (fixed noise) or >= --noise={self.noise}")
         need(0 <= self.motion_prob <= 1, "motion_prob", "must be in [0, 1]")
+        need(0 <= self.gray_prob <= 1, "gray_prob", "must be in [0, 1]")
+        need(self.gray_prob == 0 or self.channels == 3, "gray_prob",
+             f"needs --channels=3 (RGB crops made gray), got --channels={self.channels}")
         need(self.eval_crop == 0 or self.eval_crop >= self.kernel_size, "eval_crop",
              f"must be 0 (whole images) or >= --kernel_size={self.kernel_size}")
         need(self.num_workers >= 0, "num_workers", "must be >= 0")

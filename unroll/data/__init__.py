@@ -13,6 +13,9 @@ Sources (random-access, `len` and `[i]`, usable by `grain.MapDataset.source`):
                   hubble_deep_field, ihc (immunohistochemistry micrograph);
       test (3):   chelsea, coins, moon.
     camera, brick, grass, gravel, coins and moon are grayscale; with `channels=3` they are replicated.
+  * Several unpaired folders as one: `open_source("builtin,/data/a,/data/b")` (also
+    `--train_dir=...`) gives a `sources.ConcatSource`, names prefixed `<index>_<folder name>/`,
+    labels -1; `builtin` in the list is the built-in split. A paired folder in a list is an error.
 
 Decoding (`load_image`): TIFF with tifffile (through `unroll.data.raster.read_tiff_array`), everything
 else with Pillow; uint8 / 255, uint16 / 65535 (other unsigned ints by their maximum), int8 / int16 by
@@ -30,8 +33,11 @@ viewers show the picture; header sizes account for it.
 Degradation `g = h * u + n` (paper eq. 1), computed on the host in numpy (`blur_host`, the same
 symmetric-boundary convolution as `unroll.ops.blur(..., "symmetric")`, so grain workers never call
 JAX): `h` an isotropic Gaussian `kernel_size`^2 with sigma ~ U[sigma_range] or, with probability
-`motion_prob`, a random camera-shake kernel; `n` white Gaussian noise of std `noise`. The result is
-NOT clipped to [0, 1]: the model has no clipping, and keeping it makes
+`motion_prob`, a random camera-shake kernel; `n` white Gaussian noise of std `noise` (or, for
+training with a `(low, high)` pair, a std drawn per image from that range). With `gray_prob`, a
+training crop is first made gray (BT.601 luminance replicated over the 3 channels) with that
+probability, so an RGB model also sees gray inputs. The result is NOT clipped to [0, 1]: the model
+has no clipping, and keeping it makes
 `blurred == ops.blur(sharp, kernel) + n` hold exactly for the recorded kernel.
 
 Memory: sources read image sizes from the file headers up front (cheap validation) and decode pixels

@@ -28,13 +28,28 @@ def _dihedral(arrays: list[np.ndarray], rng: np.random.Generator):
     return out
 
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as `load_image` converts RGB to gray
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    """`[H, W, 3]` -> its BT.601 luminance replicated over the 3 channels (a new array)."""
+    luma = image @ LUMA
+    return np.ascontiguousarray(np.repeat(luma[:, :, None], image.shape[2], axis=2))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainTransform:
-    """grain random map: crop a patch, flip / rotate, and degrade it (or crop a given pair)."""
+    """grain random map: crop a patch, flip / rotate, and degrade it (or crop a given pair).
+
+    gray_prob: probability that an (unpaired) crop is made gray before it is degraded, so that an
+      RGB model also learns gray inputs. At 0 no random number is drawn for it, so the batches are
+      exactly those of a transform without it.
+    """
 
     patch_size: int
     degradation: Degradation
     paired: bool = False
+    gray_prob: float = 0.0
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         if self.paired:
@@ -43,6 +58,8 @@ class TrainTransform:
             out = _dihedral(crops + ([example["kernel"]] if has_kernel else []), rng)
             return dict(zip(("blurred", "sharp", "kernel"), out))
         (sharp,) = _dihedral(_random_crop([example["image"]], self.patch_size, rng), rng)
+        if self.gray_prob > 0 and rng.random() < self.gray_prob:
+            sharp = _to_gray(sharp)
         blurred, kernel = self.degradation(sharp, rng)
         return {"blurred": blurred, "sharp": sharp, "kernel": kernel}
 
@@ -73,19 +90,20 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                        motion_prob: float = 0.0, seed: int = 0, channels: int = 3,
                        process_index: int | None = None, process_count: int | None = None,
                        num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
-                       skip_bad: bool = False):
+                       skip_bad: bool = False, gray_prob: float = 0.0):
     """Infinite, seeded, checkpointable iterator of host batches for this process.
 
     Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
     "blurred", "sharp" `[B, P, P, C]` and "kernel" `[B, k, k]` (for a PairedFolder: its kernels, or
-    no "kernel" key when it has none). Pipeline: the source sliced `process_index::process_count`
-    (disjoint shards), shuffled with a fresh order each epoch, repeated forever, randomly cropped /
-    flipped / rotated and degraded per element (grain seeds each element from `seed` and its index,
-    so batches do not depend on threads or workers), batched. `iter(ds)` gives a grain
-    DatasetIterator with `get_state()` / `set_state()`. `num_workers > 0` adds grain
-    multiprocessing (grain reads its own absl flags then: run inside an absl app, as the entry
-    points do, or call `absl.flags.FLAGS.mark_as_parsed()` first); `num_threads` / `prefetch` (in
-    batches) configure grain's reader threads.
+    no "kernel" key when it has none). `noise` is a std or a `(low, high)` range drawn per image;
+    `gray_prob` (channels=3, unpaired sources only) makes that fraction of the crops gray.
+    Pipeline: the source sliced `process_index::process_count` (disjoint shards), shuffled with a
+    fresh order each epoch, repeated forever, randomly cropped / flipped / rotated and degraded per
+    element (grain seeds each element from `seed` and its index, so batches do not depend on
+    threads or workers), batched. `iter(ds)` gives a grain DatasetIterator with `get_state()` /
+    `set_state()`. `num_workers > 0` adds grain multiprocessing (grain reads its own absl flags
+    then: run inside an absl app, as the entry points do, or call `absl.flags.FLAGS.mark_as_parsed()`
+    first); `num_threads` / `prefetch` (in batches) configure grain's reader threads.
     """
     if patch_size < 1 or batch_size < 1:
         raise ValueError(f"patch_size and batch_size must be positive, got {patch_size}, {batch_size}")
@@ -97,10 +115,18 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     if batch_size % process_count:
         raise ValueError(f"global batch_size {batch_size} is not divisible by process_count "
                          f"{process_count}")
+    if not 0 <= gray_prob <= 1:
+        raise ValueError(f"gray_prob must be in [0, 1], got {gray_prob}")
+    if gray_prob > 0 and channels != 3:
+        raise ValueError(f"gray_prob needs channels=3 (RGB), got channels={channels}")
+    noise = tuple(noise) if isinstance(noise, (tuple, list)) else noise
     degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob)
     source = open_source(source_or_dir, channels=channels, split="train", skip_bad=skip_bad)
     source = _drop_small(source, patch_size, skip_bad, "patch size")
     paired = _is_paired(source)
+    if paired and gray_prob > 0:  # not implemented for given pairs: refuse rather than ignore it
+        raise DataError(f"gray_prob applies to synthesised blur, but {source.root} holds blur/ and "
+                        "sharp/ pairs")
     if paired and source.has_kernels and len({e.kernel.shape for e in source._entries}) > 1:
         raise DataError(f"kernels in {source.root / 'kernels'} have different shapes; "
                         "batches need one shape")
@@ -112,7 +138,7 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
         raise DataError(f"process {process_index} of {process_count} gets no images from "
                         f"{source.root} ({len(source)} images)")
     ds = ds.shuffle(seed=_derive_seed(seed, 0)).repeat(None)  # shuffle reseeds every epoch
-    ds = ds.random_map(TrainTransform(patch_size, degradation, paired),
+    ds = ds.random_map(TrainTransform(patch_size, degradation, paired, float(gray_prob)),
                        seed=_derive_seed(seed, 1, process_index))
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,

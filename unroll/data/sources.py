@@ -6,6 +6,7 @@
   * `PairedFolder(root)`: `root/blur/`, `root/sharp/` matched by relative path without suffix, and an
     optional `root/kernels/` of ground-truth kernels `<same stem>.npy`.
   * `builtin_samples(split)`: real photographs bundled with scikit-image (see the package docstring).
+  * `ConcatSource(parts)`: several unpaired sources as one (`open_source("builtin,/data/a")`).
 
 Sources read image sizes from the file headers up front (cheap validation) and decode pixels on
 access; decoded images are cached in memory when the whole set fits in `AUTO_CACHE_BYTES` (float32).
@@ -326,12 +327,62 @@ def builtin_samples(split: str = "train", channels: int = 3) -> ImageFolder:
     return ImageFolder(root, channels, labels=False, cache=True, files=files[split])
 
 
+class ConcatSource(_Source):
+    """Unpaired sources read as one: entries in order, names prefixed `<index>_<folder name>/` so
+    they stay unique (two folders may both hold `img0.png`), labels -1 (each part's classes mean
+    nothing across parts). Each entry is decoded by its own part; the cache is the concatenation's.
+    """
+
+    def __init__(self, parts: Sequence[_Source], tags: Sequence[str] | None = None,
+                 root=None, cache: bool | None = None):
+        if not parts:
+            raise DataError("ConcatSource needs at least one source")
+        tags = tags if tags is not None else [Path(p.root).name for p in parts]
+        self.channels = parts[0].channels
+        self.root = Path(root) if root is not None else Path(parts[0].root)
+        self.class_names: tuple[str, ...] = ()
+        self._parts = list(parts)
+        self._origin: dict[str, tuple[int, _Entry]] = {}  # new name -> (part index, part's entry)
+        entries = []
+        for i, (part, tag) in enumerate(zip(parts, tags)):
+            if _is_paired(part):
+                raise DataError(f"{part.root} holds blur/ and sharp/ pairs, which cannot be combined "
+                                "with other folders in a comma-separated list")
+            if part.channels != self.channels:
+                raise DataError(f"{part.root} gives {part.channels} channels, {parts[0].root} gives "
+                                f"{self.channels}")
+            for e in part._entries:
+                entry = dataclasses.replace(e, name=f"{i}_{tag}/{e.name}", label=-1)
+                self._origin[entry.name] = (i, e)
+                entries.append(entry)
+        pixels = sum(h * w for h, w in (e.size for e in entries))
+        super().__init__(entries, _auto_cache(cache, pixels, self.channels, 1))
+
+    def _decode(self, entry):
+        part, original = self._origin[entry.name]
+        return self._parts[part]._decode(original)
+
+
+def _open_list(text: str, channels: int, split: str, skip_bad: bool) -> ConcatSource:
+    """Comma-separated folders (`builtin` = the built-in `split`) as one `ConcatSource`."""
+    items = [item.strip() for item in text.split(",")]
+    if "" in items:
+        raise DataError(f"empty folder name in the comma-separated list {text!r}")
+    parts = [open_source(item, channels=channels, split=split, skip_bad=skip_bad) for item in items]
+    tags = ["builtin" if item == "builtin" else Path(item).name for item in items]
+    return ConcatSource(parts, tags, root=text)
+
+
 def open_source(source_or_dir=None, *, channels: int = 3, split: str = "train",
                 skip_bad: bool = False):
     """None or "builtin" -> built-in `split`; a folder with blur/ and sharp/ -> PairedFolder; another
-    folder -> ImageFolder; anything else is taken as a source already."""
+    folder -> ImageFolder; a comma-separated list of those (no pairs) -> ConcatSource; anything else
+    is taken as a source already."""
     if source_or_dir is None or (isinstance(source_or_dir, str) and source_or_dir in ("", "builtin")):
         return builtin_samples(split, channels)
+    # A comma is a list separator unless a folder of that very name exists.
+    if isinstance(source_or_dir, str) and "," in source_or_dir and not Path(source_or_dir).exists():
+        return _open_list(source_or_dir, channels, split, skip_bad)
     if isinstance(source_or_dir, (str, os.PathLike)):
         root = Path(source_or_dir)
         if (root / "blur").is_dir() and (root / "sharp").is_dir():
@@ -345,7 +396,6 @@ def open_source(source_or_dir=None, *, channels: int = 3, split: str = "train",
 
 def _is_paired(source) -> bool:
     return isinstance(source, PairedFolder)
-
 
 
 def _drop_small(source, min_size: int, skip_bad: bool, what: str):

@@ -51,8 +51,9 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
     train_iter = iter(data.make_train_dataset(
         source, patch_size=config.patch_size, batch_size=config.batch_size,
         sigma_range=(config.sigma_min, config.sigma_max), kernel_size=config.kernel_size,
-        noise=config.noise, motion_prob=config.motion_prob, seed=config.seed,
-        channels=config.channels, num_workers=config.num_workers))
+        noise=(config.noise, config.noise_max) if config.noise_max > 0 else config.noise,
+        motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
+        num_workers=config.num_workers, gray_prob=config.gray_prob))
     graphdef, params = registry.build_split(config)
     tx, schedule = make_optimizer(config, total_steps, drop_step)
     state = init_state(params, tx, mesh)
