@@ -8,6 +8,12 @@ rerun the command after a kill), then writes `DIR/compare.csv`, `DIR/compare.md`
 interpretable, estimates the kernel, parameters, PSNR / SSIM / RMSE per noise level) and
 `DIR/psnr_boxplot_noise=<level>.png` (Fig. 5). The baselines use --baseline_features as their
 first-level width when it is given, else --features.
+
+An equal wall-clock budget: `--model_steps=madn:N,...` trains a model for N steps instead of --steps
+(its final learning-rate phase scaled to the same fraction), N chosen from each model's measured
+seconds per step. `classical` in --models adds the L0 blind solver (`unroll.classical.l0`, kernel on
+the luminance, then the non-blind step per channel; no training) on the same test images. With class
+subfolders in the test set, compare.md also gets a per-class PSNR table.
 """
 
 from __future__ import annotations
@@ -31,26 +37,88 @@ from unroll.config import MODELS, Config, ConfigError
 define_config_flags()
 define_workdir_flag("workdir", "output directory: one run per model and noise level, and the tables")
 
-flags.DEFINE_list("models", list(MODELS), f"models to compare: {', '.join(MODELS)}")
+flags.DEFINE_list("models", list(MODELS), f"models to compare: {', '.join(MODELS)}, and classical "
+                  "(the L0 blind solver, no training)")
 flags.DEFINE_list("noise_levels", ["0", "0.001"], "noise standard deviations (train and test)")
 flags.DEFINE_integer("baseline_features", 0, "first-level width of the baselines (0: --features)")
+flags.DEFINE_list("model_steps", [], "MODEL:STEPS,...: train these models for STEPS instead of --steps "
+                  "(an equal wall-clock budget)")
 
 COLUMNS = ("model", "noise", "interpretable", "estimates_kernel", "num_params", "psnr", "ssim", "rmse",
            "psnr_input", "psnr_q1", "psnr_median", "psnr_q3", "kernel_mnc", "step", "train_seconds")
 
 
-def make_runs(base: Config, models, noise_levels, baseline_features: int = 0):
-    """(model, noise, config) per run; everything but the model (and its width) equals `base`."""
+CLASSICAL = "classical"
+
+
+def parse_model_steps(items) -> dict[str, int]:
+    """["madn:5000", ...] -> {"madn": 5000}; a malformed item is a ConfigError naming the flag."""
+    steps = {}
+    for item in items:
+        model, _, n = item.partition(":")
+        if model not in MODELS or not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--model_steps: {item!r} is not MODEL:STEPS with MODEL one of "
+                              f"{', '.join(MODELS)} and STEPS a positive integer")
+        steps[model] = int(n)
+    return steps
+
+
+def make_runs(base: Config, models, noise_levels, baseline_features: int = 0,
+              model_steps: dict[str, int] | None = None):
+    """(model, noise, config) per run; everything but the model (its width, and its steps in
+    `model_steps`) equals `base`. `classical` runs carry `base` as it is (no network)."""
+    model_steps = model_steps or {}
+    if model_steps and not base.steps:
+        raise ConfigError("--model_steps needs a step budget (--steps), not --epochs")
     runs = []
     for noise in noise_levels:
         for model in models:
-            if model not in MODELS:
-                raise ConfigError(f"--models: {model!r} is not one of {', '.join(MODELS)}")
+            if model not in MODELS and model != CLASSICAL:
+                raise ConfigError(f"--models: {model!r} is not one of {', '.join(MODELS)}, {CLASSICAL}")
+            if model == CLASSICAL:
+                runs.append((model, noise, dataclasses.replace(base, noise=noise).validate()))
+                continue
             changes = {"model": model, "noise": noise}
             if model != "mgstnet" and baseline_features:
                 changes["features"] = baseline_features
+            if model in model_steps:
+                n = model_steps[model]
+                changes.update(steps=n, final_lr_steps=round(base.final_lr_steps * n / base.steps))
             runs.append((model, noise, dataclasses.replace(base, **changes).validate()))
     return runs
+
+
+def classical_run(config: Config, run_dir: Path) -> dict:
+    """The L0 blind solver on `config`'s test set, scored as the networks are (resumable: a finished
+    run's metrics.json is reused)."""
+    import json
+    import time
+
+    import jax.numpy as jnp
+
+    from unroll import nonblind
+    from unroll.classical import l0
+    from unroll.models.registry import ModelSpec
+    from unroll.train.evaluation import evaluate, make_eval_set
+
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        return json.loads(metrics_path.read_text())
+    luma = jnp.asarray([0.299, 0.587, 0.114][:config.channels] if config.channels == 3 else [1.0])
+
+    def predict(_, g):  # g [1, H, W, C]: the kernel from the luminance, then every channel (both jitted)
+        h = l0.estimate_kernel(g[0] @ luma, config.kernel_size)
+        return nonblind.deconvolve(g[0], h)[None], h[None]
+
+    spec = ModelSpec(build=None, image=lambda out: out[0], kernel=lambda out: out[1],
+                     stage_images=lambda out: (out[0],), estimates_kernel=True)
+    t0 = time.perf_counter()
+    results = evaluate(predict, None, make_eval_set(config), config, out_dir=run_dir,
+                       extra={"model": CLASSICAL, "num_params": 0, "step": 0}, spec=spec)
+    results["train_seconds"] = 0.0
+    results["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    metrics_path.write_text(json.dumps(results, indent=1))
+    return results
 
 
 def _per_image(run_dir: Path, column: str) -> list[float]:
@@ -65,42 +133,72 @@ def _fmt(v, digits):
 def markdown(rows: list[dict], noise_levels, base: Config) -> str:
     budget = f"{base.steps} steps" if base.steps else f"{base.epochs} epochs"
     lines = ["# MGSTNet against the CNN baselines (paper Table VI)\n",
-             f"Same data, seed {base.seed} and budget for every model: {budget}, batch "
-             f"{base.batch_size}, patch {base.patch_size}, blur sigma in [{base.sigma_min}, "
-             f"{base.sigma_max}]. PSNR / SSIM / RMSE (0-255) on the test set.\n"]
-    header = ["model", "interpretable", "kernel", "parameters"]
-    header += [f"noise {n}: PSNR / SSIM / RMSE" for n in noise_levels]
+             f"Same data and seed for every model; budget {budget} unless the steps column says "
+             f"otherwise, batch {base.batch_size}, patch {base.patch_size}, blur sigma in "
+             f"[{base.sigma_min}, {base.sigma_max}]. PSNR / SSIM / RMSE (0-255) / kernel MNC on the test "
+             "set; train minutes as measured.\n"]
+    header = ["model", "interpretable", "kernel", "parameters", "steps", "train min"]
+    header += [f"noise {n}: PSNR / SSIM / RMSE / MNC" for n in noise_levels]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     models = list(dict.fromkeys(r["model"] for r in rows))
     inputs = {n: next(r for r in rows if r["noise"] == n) for n in noise_levels}  # same test images
-    lines.append("| blurred input | - | - | - | " + " | ".join(
+    lines.append("| blurred input | - | - | - | - | - | " + " | ".join(
         f"{_fmt(inputs[n]['psnr_input'], 2)} / {_fmt(inputs[n]['ssim_input'], 4)} / "
-        f"{_fmt(inputs[n]['rmse_input'], 3)}" for n in noise_levels) + " |")
+        f"{_fmt(inputs[n]['rmse_input'], 3)} / -" for n in noise_levels) + " |")
     for model in models:
         mine = {r["noise"]: r for r in rows if r["model"] == model}
         any_row = next(iter(mine.values()))
+        minutes = any_row.get("train_seconds")
         cells = [model, "yes" if any_row["interpretable"] else "no",
-                 "yes" if any_row["estimates_kernel"] else "no", f"{any_row['num_params'] / 1e6:.3f}M"]
+                 "yes" if any_row["estimates_kernel"] else "no",
+                 f"{any_row['num_params'] / 1e6:.3f}M" if any_row["num_params"] else "-",
+                 str(any_row.get("step") or "-"), _fmt(minutes / 60 if minutes else None, 1)]
         cells += [f"{_fmt(mine[n]['psnr'], 2)} / {_fmt(mine[n]['ssim'], 4)} / {_fmt(mine[n]['rmse'], 3)}"
-                  for n in noise_levels]
+                  f" / {_fmt(mine[n].get('kernel_mnc'), 3)}" for n in noise_levels]
         lines.append("| " + " | ".join(cells) + " |")
+    for n in noise_levels:
+        classes = sorted(inputs[n].get("per_class", {}))
+        if not classes:
+            continue
+        lines += [f"\nPSNR per class, noise {n}:\n", "| model | " + " | ".join(classes) + " |",
+                  "|" + "---|" * (len(classes) + 1)]
+        per_input = _per_class_input(inputs[n]["run_dir"])
+        lines.append("| blurred input | " + " | ".join(_fmt(per_input.get(c), 2) for c in classes) + " |")
+        for model in models:
+            r = next(r for r in rows if r["model"] == model and r["noise"] == n)
+            lines.append(f"| {model} | " + " | ".join(_fmt(r["per_class"][c]["psnr"], 2) for c in classes)
+                         + " |")
     return "\n".join(lines) + "\n"
 
 
-def compare(base: Config, models, noise_levels, workdir, baseline_features: int = 0) -> list[dict]:
+def _per_class_input(run_dir: Path) -> dict[str, float]:
+    """Mean input PSNR per class, from a run's per-image CSV (the summary keeps the outputs' only)."""
+    by_class: dict[str, list[float]] = {}
+    with open(run_dir / "eval" / "per_image.csv") as f:
+        for r in csv.DictReader(f):
+            by_class.setdefault(r["class_name"], []).append(float(r["psnr_input"]))
+    return {c: sum(v) / len(v) for c, v in by_class.items()}
+
+
+def compare(base: Config, models, noise_levels, workdir, baseline_features: int = 0,
+            model_steps: dict[str, int] | None = None) -> list[dict]:
     from unroll import plots, train
     from unroll.models import registry
 
     workdir = Path(workdir)
-    runs = make_runs(base, models, noise_levels, baseline_features)
+    runs = make_runs(base, models, noise_levels, baseline_features, model_steps)
     rows = []
     for model, noise, config in runs:
         run_dir = workdir / model / f"noise={noise}"
-        results = train.finished_or_train(config, run_dir, f"{model} (noise {noise})")
-        spec = registry.spec(model)
-        rows.append({**results, "model": model, "noise": noise, "interpretable": spec.interpretable,
-                     "estimates_kernel": spec.estimates_kernel, "run_dir": run_dir})
+        if model == CLASSICAL:
+            results = classical_run(config, run_dir)
+            kind = {"interpretable": True, "estimates_kernel": True}
+        else:
+            results = train.finished_or_train(config, run_dir, f"{model} (noise {noise})")
+            spec = registry.spec(model)
+            kind = {"interpretable": spec.interpretable, "estimates_kernel": spec.estimates_kernel}
+        rows.append({**results, "model": model, "noise": noise, **kind, "run_dir": run_dir})
     with open(workdir / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
@@ -124,7 +222,8 @@ def run(argv):
         raise ConfigError(f"--noise_levels={','.join(FLAGS.noise_levels)}: need numbers") from None
     if not FLAGS.models or not noise_levels:
         raise ConfigError("--models and --noise_levels must not be empty")
-    compare(base, FLAGS.models, noise_levels, FLAGS.workdir, FLAGS.baseline_features)
+    compare(base, FLAGS.models, noise_levels, FLAGS.workdir, FLAGS.baseline_features,
+            parse_model_steps(FLAGS.model_steps))
 
 
 def main(argv):

@@ -2,7 +2,9 @@
 
 import csv
 
+import numpy as np
 import pytest
+from scipy import ndimage
 
 from experiments import compare
 from unroll.config import Config, ConfigError
@@ -36,3 +38,35 @@ def test_compare_two_models_two_noise_levels(tmp_path):
     assert "noise 0.01: PSNR / SSIM / RMSE" in md
     for noise in (0.0, 0.01):
         assert (tmp_path / f"psnr_boxplot_noise={noise}.png").stat().st_size > 1000
+
+
+def test_model_steps_give_a_model_its_own_budget():
+    base = TINY.__class__(**{**TINY.to_dict(), "steps": 400, "final_lr_steps": 100})
+    runs = compare.make_runs(base, ["mgstnet", "madn"], [0.0],
+                             model_steps=compare.parse_model_steps(["madn:200"]))
+    assert [(c.steps, c.final_lr_steps) for *_, c in runs] == [(400, 100), (200, 50)]
+    for bad in (["madn"], ["madn:x"], ["unet:5"], ["madn:0"]):
+        with pytest.raises(ConfigError, match="--model_steps"):
+            compare.parse_model_steps(bad)
+
+
+def test_classical_row_and_per_class_table(tmp_path):
+    from unroll import data
+
+    rng = np.random.default_rng(0)
+    for cls in ("field", "forest"):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            data.save_image(tmp_path / "test" / cls / f"{i}.png",
+                            ndimage.gaussian_filter(rng.random((32, 32, 3)), (1, 1, 0)))
+    base = TINY.__class__(**{**TINY.to_dict(), "test_dir": str(tmp_path / "test"), "eval_crop": 0})
+    rows = compare.compare(base, ["classical", "idc"], [0.0], tmp_path / "out")
+    classical = rows[0]
+    assert classical["model"] == "classical" and classical["num_images"] == 4
+    assert 0 < classical["kernel_mnc"] <= 1 + 1e-6 and np.isfinite(classical["psnr"])
+    assert rows[1]["psnr_input"] == pytest.approx(classical["psnr_input"])  # the same test images
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| classical | yes | yes | - |" in md
+    assert "| model | field | forest |" in md and md.count("| idc |") == 2
+    again = compare.classical_run(base, tmp_path / "out" / "classical" / "noise=0.0")  # reused
+    assert again["psnr"] == classical["psnr"]

@@ -58,10 +58,12 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
-def evaluate(predict, params, eval_set, config, out_dir=None, extra: dict | None = None) -> dict:
+def evaluate(predict, params, eval_set, config, out_dir=None, extra: dict | None = None,
+             spec: registry.ModelSpec | None = None) -> dict:
     """Run the model on every image of `eval_set`; with `out_dir`, write metrics.json, a per-image CSV,
-    sample grids and a PSNR box-plot there and print a table."""
-    spec = registry.spec(config)
+    sample grids and a PSNR box-plot there and print a table. `spec` reads `predict`'s output
+    (default: the registry's spec of `config.model`; a method outside the registry passes its own)."""
+    spec = spec or registry.spec(config)
     rows, samples = [], []
     for i in range(len(eval_set)):
         example = eval_set[i]
@@ -79,7 +81,7 @@ def evaluate(predict, params, eval_set, config, out_dir=None, extra: dict | None
     if not rows:
         raise ValueError("the evaluation set is empty")
     summary = summarise(rows)
-    summary.update(model=config.model, stages=config.stages, **(extra or {}))
+    summary.update({"model": config.model, "stages": config.stages, **(extra or {})})
     if out_dir is not None and jax.process_index() == 0:  # every process evaluates; one writes
         write_report(Path(out_dir), summary, rows, samples)
     return summary
