@@ -3,11 +3,15 @@
     python -m experiments.mgstnet --flagfile=experiments/flags/demo.flags --workdir=/tmp/demo
     python -m experiments.mgstnet --workdir=DIR --mode=eval
     python -m experiments.mgstnet --workdir=DIR --mode=deblur --input=photo.png,folder/
+    python -m experiments.mgstnet --pretrained=aerial --mode=deblur --input=scene.tif --output_dir=out/
 
 `train` resumes from DIR's newest checkpoint when there is one and ends with an evaluation.
 `eval` evaluates DIR's checkpoint and `deblur` writes deblurred images and estimated kernels; both
 read the network's configuration from the checkpoint, so they need no flagfile (flags given
 explicitly still apply, and one that contradicts the checkpoint's network is refused).
+`--pretrained=aerial|motion` uses a model shipped with the package instead of a workdir (eval prints
+its table, and writes its report only where --workdir is given; deblur writes to --output_dir,
+default ./deblurred).
 Every field of `unroll.config.Config` is a flag of the same name.
 
 Several processes (hosts, GPUs): run the same command on each with --coordinator_address,
@@ -34,6 +38,8 @@ from unroll.config import ConfigError
 define_config_flags()
 define_workdir_flag("workdir", "directory for checkpoints, logs, metrics and pictures")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "deblur"], "what to do")
+flags.DEFINE_string("pretrained", "", "eval/deblur: a model shipped with the package (aerial, motion) "
+                    "instead of a workdir's checkpoint")
 flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "eval/deblur: which checkpoint")
 flags.DEFINE_list("input", [], "deblur: image files, folders or glob patterns")
 flags.DEFINE_string("output_dir", "", "deblur: output folder (default WORKDIR/deblurred)")
@@ -66,8 +72,28 @@ def _checkpoint_config(workdir: Path):
     return config
 
 
+def _pretrained_config():
+    """The shipped model's configuration with the explicit flags on top (none may change its network)."""
+    from unroll import pretrained
+
+    saved = pretrained.load_config(FLAGS.pretrained)
+    config = config_from_flags(base=saved).validate()
+    changed = [k for k, v in saved.model_signature().items() if config.model_signature()[k] != v]
+    if changed or config.model != saved.model:
+        name = (changed or ["model"])[0]
+        raise ConfigError(f"--{name}={getattr(config, name)!r} does not fit the pretrained model "
+                          f"{FLAGS.pretrained!r} ({name}={getattr(saved, name)!r})")
+    return config
+
+
 def run(argv):
     no_positional_arguments(argv)
+    if FLAGS.pretrained and FLAGS.mode == "train":
+        raise ConfigError("--pretrained is for --mode=eval or --mode=deblur (training starts from a "
+                          "fresh network in --workdir)")
+    if FLAGS.pretrained:
+        _run_pretrained()
+        return
     if FLAGS.mode == "train":
         config = config_from_flags().validate()
     import jax
@@ -100,6 +126,32 @@ def run(argv):
     deblur.deblur_files(model, FLAGS.input, FLAGS.output_dir or workdir / "deblurred",
                         overwrite=FLAGS.overwrite, tile_size=FLAGS.tile_size,
                         tile_overlap=FLAGS.tile_overlap, global_kernel=FLAGS.global_kernel)
+
+
+def _run_pretrained():
+    from unroll import pretrained
+
+    config = _pretrained_config()
+    model = pretrained.load(FLAGS.pretrained)
+    model.config = config
+    workdir = Path(FLAGS.workdir) if FLAGS["workdir"].present else None
+    if FLAGS.mode == "eval":
+        from unroll.train.evaluation import evaluate, format_table, make_eval_set
+        from unroll.train.steps import make_predict
+
+        results = evaluate(make_predict(model.graphdef, config.bf16), model.params, make_eval_set(config),
+                           config, out_dir=workdir, extra={"pretrained": FLAGS.pretrained})
+        if workdir is None:
+            print(format_table(results))
+        return
+    if not FLAGS.input:
+        raise ConfigError("--mode=deblur needs --input=FILE[,FILE...] (files, folders or globs)")
+    from unroll.inference import deblur
+
+    output_dir = FLAGS.output_dir or (workdir / "deblurred" if workdir else Path("deblurred"))
+    deblur.deblur_files(model, FLAGS.input, output_dir, overwrite=FLAGS.overwrite,
+                        tile_size=FLAGS.tile_size, tile_overlap=FLAGS.tile_overlap,
+                        global_kernel=FLAGS.global_kernel)
 
 
 def main(argv):

@@ -12,7 +12,7 @@ MATHS = ("unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "un
          "unroll.nonblind")
 ABOVE_MATHS = ("unroll.models", "unroll.data", "unroll.train", "unroll.inference", "unroll.studies",
                "unroll.classical", "unroll.checkpoint", "unroll.config", "unroll.losses",
-               "unroll.levin", "unroll.plots", "unroll.progress")
+               "unroll.levin", "unroll.plots", "unroll.progress", "unroll.pretrained")
 OUTSIDE = ("experiments", "benchmarks", "absl")
 
 # (modules the rule applies to, imports they must not make, why)
@@ -27,8 +27,10 @@ RULES = [
     (("unroll.data",), ("unroll.models", "unroll.train", "unroll.inference", "unroll.checkpoint",
                         "unroll.studies", "unroll.classical"),
      "data never imports models or training"),
-    (("unroll.inference", "unroll.studies", "unroll.classical", "unroll.checkpoint", "unroll.levin"),
-     ("unroll.train",), "inference, studies and the classical solver do not depend on the trainer"),
+    (("unroll.inference", "unroll.studies", "unroll.classical", "unroll.checkpoint", "unroll.levin",
+      "unroll.pretrained"),
+     ("unroll.train",), "inference, studies, the classical solver and the shipped models do not "
+     "depend on the trainer"),
     (("unroll",), OUTSIDE, "the library never imports experiments or benchmarks, nor absl flags"),
     (("experiments",), ("benchmarks",), "experiments do not import benchmarks"),
 ]
