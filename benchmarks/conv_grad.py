@@ -1,0 +1,109 @@
+"""Formulations of a 3x3 convolution's weight gradient on this backend (issue: XLA:CPU's own is slow).
+
+    python -m benchmarks.conv_grad [--shapes=1x256x256x64x64,8x64x64x16x16] [--repeats=5]
+
+For each shape N x H x W x Cin x Cout, prints one JSON object: the forward convolution's time and
+each weight-gradient formulation's (median ms after compilation, GFLOP/s by 2 N H W 9 Cin Cout), and
+its largest difference from XLA's own gradient (`jax.vjp` of `lax.conv_general_dilated`):
+
+  * `xla`: JAX's rule (a b01f x b01f correlation).
+  * `swapped`: the project's custom VJP (`unroll.models.blocks`): channels as the batch, images as
+    features, dy as an image-sized kernel.
+  * `shifted_dots`: one GEMM per kernel tap, x's shifted window^T @ dy, contraction over N H W.
+  * `im2col`: the nine windows side by side, one [9 Cin, NHW] @ [NHW, Cout] GEMM.
+  * `blocked_im2col`: the same with the N H W contraction split into row blocks (a batched GEMM,
+    then a sum), so that each block's operands stay in cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.ops import time_ms
+from unroll.models import blocks
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+PAD = ((1, 1), (1, 1))
+
+
+def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), PAD, dimension_numbers=NHWC)
+
+
+def dw_xla(x, w, dy):
+    return jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]
+
+
+def dw_swapped(x, w, dy):
+    return jax.vjp(lambda w: blocks.conv_general_dilated(x, w, (1, 1), PAD, dimension_numbers=NHWC),
+                   w)[1](dy)[0]
+
+
+def _windows(x, h, w):
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return [xp[:, a:a + h, b:b + w, :] for a in range(3) for b in range(3)]
+
+
+def dw_shifted_dots(x, w, dy):
+    n, h, wd, cin = x.shape
+    rows = dy.reshape(-1, dy.shape[-1])
+    taps = [win.reshape(-1, cin).T @ rows for win in _windows(x, h, wd)]
+    return jnp.stack(taps).reshape(3, 3, cin, -1)
+
+
+def dw_im2col(x, w, dy):
+    n, h, wd, cin = x.shape
+    cols = jnp.concatenate(_windows(x, h, wd), axis=-1).reshape(-1, 9 * cin)
+    return (cols.T @ dy.reshape(-1, dy.shape[-1])).reshape(3, 3, cin, -1)
+
+
+def dw_blocked_im2col(x, w, dy, block: int = 4096):
+    n, h, wd, cin = x.shape
+    cols = jnp.concatenate(_windows(x, h, wd), axis=-1).reshape(-1, 9 * cin)
+    rows = dy.reshape(-1, dy.shape[-1])
+    m = cols.shape[0]
+    if m % block:
+        return dw_im2col(x, w, dy)
+    partial = jnp.einsum("bmi,bmo->bio", cols.reshape(m // block, block, -1),
+                         rows.reshape(m // block, block, -1))
+    return partial.sum(0).reshape(3, 3, cin, -1)
+
+
+FORMULATIONS = {"xla": dw_xla, "swapped": dw_swapped, "shifted_dots": dw_shifted_dots,
+                "im2col": dw_im2col, "blocked_im2col": dw_blocked_im2col}
+
+
+def measure(shape: tuple[int, ...], repeats: int) -> dict:
+    n, h, wd, cin, cout = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((n, h, wd, cin)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)) / np.sqrt(9 * cin), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((n, h, wd, cout)), jnp.float32)
+    gflop = 2 * n * h * wd * 9 * cin * cout / 1e9
+    out = {"shape": "x".join(map(str, shape)), "backend": jax.default_backend(),
+           "forward_ms": round(time_ms(jax.jit(conv), x, w, repeats=repeats), 2)}
+    reference = np.asarray(jax.jit(dw_xla)(x, w, dy))
+    for name, fn in FORMULATIONS.items():
+        f = jax.jit(fn)
+        ms = time_ms(f, x, w, dy, repeats=repeats)
+        err = float(np.max(np.abs(np.asarray(f(x, w, dy)) - reference)) / np.max(np.abs(reference)))
+        out[name] = {"ms": round(ms, 2), "gflop_s": round(gflop / (ms / 1e3), 1), "rel_err": err}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="1x256x256x64x64,8x64x64x16x16")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    print(json.dumps([measure(s, args.repeats) for s in shapes], indent=1))
+
+
+if __name__ == "__main__":
+    main()
