@@ -4,6 +4,7 @@
     python -m experiments.levin --method=known_kernel --workdir=runs/levin
     python -m experiments.levin --method=classical --workdir=runs/levin
     python -m experiments.levin --method=checkpoint:runs/motion --workdir=runs/levin
+    python -m experiments.levin --method=checkpoint:motion --workdir=runs/levin   # the shipped model
 
 Methods:
   * `input`: the blurred image itself (no kernel).
@@ -12,8 +13,9 @@ Methods:
   * `classical`: the classical blind solver (`unroll.classical.blind_deconvolve`), given the kernel
     size (`--kernel_size=0`: the true kernel's size, as the published methods are; otherwise one size
     for every image), then the same non-blind step with its kernel.
-  * `checkpoint:DIR`: a trained network (`unroll.load(DIR)`), gray or RGB (the gray image is repeated
-    over the channels and the output averaged back).
+  * `checkpoint:DIR`: a trained network (`unroll.load(DIR)`; DIR may be a shipped model's name, e.g.
+    `checkpoint:motion`), gray or RGB (the gray image is repeated over the channels and the output
+    averaged back).
 
 Writes, for method M (the folder name is M, with `checkpoint:DIR` as `checkpoint_<name of DIR>`):
   OUT/M/restored/im{i}_kernel{j}.npy          restored image, float32 [255, 255] in [0, 1], not quantised
@@ -87,9 +89,14 @@ def _check_method(method):
     if method in ("input", "known_kernel", "classical"):
         return
     if method.startswith("checkpoint:"):
+        from unroll import pretrained
+
         d = Path(method.split(":", 1)[1]).expanduser()
+        if str(d) in pretrained.NAMES and not d.is_dir():  # a shipped model, as unroll.load reads it
+            return
         if not str(d) or not d.is_dir():
-            raise UsageError(f"--method={method}: {d} is not a folder")
+            raise UsageError(f"--method={method}: {d} is not a folder (nor a shipped model: "
+                             f"{', '.join(pretrained.NAMES)})")
         return
     raise UsageError(f"unknown --method={method!r} (input, known_kernel, classical or checkpoint:DIR)")
 

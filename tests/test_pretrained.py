@@ -1,0 +1,112 @@
+"""The models shipped with the package: export and load by name, the CLI's --pretrained, and that each
+shipped model restores blurred images it never saw better than the blurred input (and better than
+the same network with fresh weights, so the test can fail)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import tiny_config
+
+import unroll
+from unroll import data, kernels, metrics, pretrained, train
+from unroll.inference.model import Model
+from unroll.models import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, cwd=ROOT):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "experiments.mgstnet", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_export_then_load_by_name_gives_the_trained_network(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(tiny_config(), workdir)
+    folder = pretrained.export(workdir, "aerial", out_root=tmp_path / "shipped")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "params.npz"]
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path / "shipped")
+    shipped, trained = pretrained.load("aerial"), unroll.load(workdir, checkpoint="latest")
+    assert shipped.step == trained.step == tiny_config().steps
+    image = np.random.default_rng(0).random((1, 40, 40, 3), np.float32)
+    for a, b in zip(shipped.predict(image), trained.predict(image)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert pretrained.metrics("aerial")["psnr"] == json.loads((workdir / "metrics.json").read_text())["psnr"]
+
+    # A parameter file that does not fit its config is named, not a traceback deep in JAX.
+    with np.load(folder / "params.npz") as stored:
+        arrays = dict(stored)
+    first = sorted(arrays)[0]
+    arrays[first] = arrays[first][..., :1]
+    np.savez(folder / "params.npz", **arrays)
+    with pytest.raises(pretrained.PretrainedError, match="params.npz"):
+        pretrained.load("aerial")
+
+
+def test_unknown_or_missing_names_are_clear(tmp_path, monkeypatch):
+    with pytest.raises(pretrained.PretrainedError, match="one of aerial, motion"):
+        pretrained.load("satellite")
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path)
+    with pytest.raises(pretrained.PretrainedError, match="missing"):
+        pretrained.load("aerial")
+
+
+def _unseen(name):
+    """A sharp image the model never trained on (a built-in *test* photograph) and its blur."""
+    config = pretrained.load_config(name)
+    sharp = data.builtin_samples("test", config.channels)[0]["image"][:192, :192]
+    rng = np.random.default_rng(7)
+    if name == "motion":
+        kernel = kernels.motion(config.kernel_size, rng, length=0.6 * (config.kernel_size - 1))
+    else:
+        kernel = kernels.gaussian(config.kernel_size, 2.0)
+    blurred = data.blur_host(sharp, kernel) + np.float32(1e-3) * rng.standard_normal(sharp.shape, np.float32)
+    return sharp, blurred.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_shipped_model_restores_an_unseen_image(name):
+    assert name in pretrained.available(), f"the package ships no {name!r} model"
+    model = unroll.load(name)  # by name: no workdir, no network
+    sharp, blurred = _unseen(name)
+    def gain(m):
+        return float(metrics.psnr(np.clip(m.deblur(blurred)[0], 0, 1), sharp)[0]
+                     - metrics.psnr(np.clip(blurred, 0, 1), sharp)[0])
+
+    fresh = Model(model.config, *registry.build_split(model.config))  # same network, untrained
+    gain, fresh_gain = gain(model), gain(fresh)
+    assert gain > 0.25, gain
+    assert fresh_gain < 0.25, fresh_gain  # the threshold above is one random weights do not reach
+    card = (pretrained.ROOT / name / "MODEL_CARD.md").read_text()
+    for needed in ("Training data", "Degradation", "Command", "Test scores"):
+        assert needed in card, needed
+
+
+def test_cli_deblurs_and_evaluates_with_a_shipped_model(tmp_path):
+    name = pretrained.available()[0]
+    config = pretrained.load_config(name)
+    image = tmp_path / "scene.png"
+    data.save_image(image, _unseen(name)[1][:64, :80].clip(0, 1))
+    out = tmp_path / "out"
+    ok = _cli(f"--pretrained={name}", "--mode=deblur", f"--input={image}", f"--output_dir={out}")
+    assert ok.returncode == 0, ok.stderr
+    assert data.load_image(out / "scene_deblurred.png", config.channels).shape[:2] == (64, 80)
+    (tmp_path / "test").mkdir()
+    data.save_image(tmp_path / "test" / "a.png", _unseen(name)[0][:64, :64])
+    evaluated = _cli(f"--pretrained={name}", "--mode=eval", f"--test_dir={tmp_path / 'test'}",
+                     f"--workdir={tmp_path / 'ev'}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pretrained"] == name
+    for args, expected in [(["--pretrained=satellite", "--mode=deblur", f"--input={image}"], "satellite"),
+                           ([f"--pretrained={name}", "--mode=deblur", f"--input={image}", "--stages=9"],
+                            "--stages=9"),
+                           ([f"--pretrained={name}", "--mode=train"], "--pretrained")]:
+        bad = _cli(*args, f"--output_dir={tmp_path / 'bad'}")
+        assert bad.returncode == 2 and expected in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert not (tmp_path / "bad").exists()
