@@ -98,16 +98,17 @@ def classical_run(config: Config, run_dir: Path) -> dict:
 
     from unroll import nonblind
     from unroll.classical import l0
+    from unroll.data.pipeline import LUMA
     from unroll.models.registry import ModelSpec
     from unroll.train.evaluation import evaluate, make_eval_set
 
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
         return json.loads(metrics_path.read_text())
-    luma = jnp.asarray([0.299, 0.587, 0.114][:config.channels] if config.channels == 3 else [1.0])
 
-    def predict(_, g):  # g [1, H, W, C]: the kernel from the luminance, then every channel (both jitted)
-        h = l0.estimate_kernel(g[0] @ luma, config.kernel_size)
+    def predict(_, g):  # g [1, H, W, C]: the kernel from the luminance (band mean), then every band
+        gray = g[0] @ jnp.asarray(LUMA) if g.shape[-1] == 3 else g[0].mean(-1)
+        h = l0.estimate_kernel(gray, config.kernel_size)  # both steps are jitted inside
         return nonblind.deconvolve(g[0], h)[None], h[None]
 
     spec = ModelSpec(build=None, image=lambda out: out[0], kernel=lambda out: out[1],

@@ -3,7 +3,7 @@ several training folders (`--train_dir=builtin,a,b`)."""
 
 import numpy as np
 import pytest
-from PIL import Image
+from test_data import _png, _random_folder as random_folder
 
 from unroll import data
 from unroll.config import Config, ConfigError
@@ -15,17 +15,8 @@ from unroll.data.sources import ConcatSource
 # Helpers.
 
 
-def _png(path, arr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
-
-
 def _random_folder(root, n=4, size=(24, 28), seed=0):
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        _png(root / f"img{i}.png", rng.integers(0, 256, size + (3,), dtype=np.uint8))
-    return root
+    return random_folder(root, n=n, size=size, seed=seed)  # test_data's, with smaller images
 
 
 def _constant_folder(root, values):
