@@ -104,22 +104,34 @@ class UsageError(ValueError):
     """A bad flag or file given to an entry point; the message names it."""
 
 
+# Where the errors a user can cause are defined, by module. They are looked up in sys.modules after
+# the fact, not imported up front: an error's module is necessarily loaded if it was raised, and a
+# refused flag then costs no import of jax, orbax or scipy (a refusal or --help takes a fraction of a
+# second instead of seconds).
+_USER_ERRORS = {"unroll.checkpoint": ("CheckpointError",), "unroll.data.images": ("DataError",),
+                "unroll.train.workdir": ("WorkdirBusyError",)}
+_MACHINE_ERRORS = {"unroll.checkpoint": ("CheckpointSaveError",)}
+
+
+def _loaded(where: dict) -> tuple[type, ...]:
+    return tuple(getattr(sys.modules[module], name) for module, names in where.items()
+                 if module in sys.modules for name in names if hasattr(sys.modules[module], name))
+
+
 def run_reporting_user_errors(run_fn, argv):
     """`run_fn(argv)` with a user's mistake (a flag, a file, a checkpoint, a busy workdir) reported on
     one line and exit code 2, and a failed save (a full disk) on one line and exit code 1: never a
     traceback."""
-    from unroll.checkpoint import CheckpointError, CheckpointSaveError
-    from unroll.data import DataError
-    from unroll.train.workdir import WorkdirBusyError
-
     if "verbosity" in FLAGS and not FLAGS["verbosity"].present:  # orbax and grain log at INFO
         logging.set_verbosity(logging.WARNING)
     try:
         run_fn(argv)
-    except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
-            FloatingPointError, WorkdirBusyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except CheckpointSaveError as exc:  # the machine's fault (a full disk), not the user's
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as exc:
+        if isinstance(exc, _loaded(_MACHINE_ERRORS)):  # the machine's fault (a full disk), not the user's
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        if isinstance(exc, (UsageError, ConfigError, FileNotFoundError, FileExistsError,
+                            FloatingPointError, *_loaded(_USER_ERRORS))):
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise

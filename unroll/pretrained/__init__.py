@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from unroll.config import Config, ConfigError
@@ -35,6 +34,8 @@ def available() -> list[str]:
 
 
 def _flat(params) -> dict[str, object]:
+    import jax  # not at the top: the CLI reads a shipped config.json without importing jax
+
     return {jax.tree_util.keystr(path, simple=True, separator="/"): x
             for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
@@ -46,6 +47,8 @@ def load_config(name: str) -> Config:
 
 def load(name: str):
     """The packaged model `name` as an `unroll.inference.Model` (step: its training step)."""
+    import jax
+
     from unroll.inference.model import Model
     from unroll.models import registry
 

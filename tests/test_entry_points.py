@@ -1,0 +1,53 @@
+"""The entry points' error reporting: a user's mistake is one line and exit 2, a failed save one line
+and exit 1, anything else a real traceback; a refused flag costs no import of the heavy stack."""
+
+import subprocess
+import sys
+
+import pytest
+
+from experiments.common import UsageError, run_reporting_user_errors
+from unroll.checkpoint import CheckpointError, CheckpointSaveError
+from unroll.config import ConfigError
+from unroll.data import DataError
+from unroll.train.workdir import WorkdirBusyError
+
+
+def _raising(exc):
+    def run(argv):
+        raise exc
+    return run
+
+
+@pytest.mark.parametrize("exc, code", [
+    (UsageError("--input=x.png: no such file"), 2),
+    (ConfigError("--stages=0: must be at least 1"), 2),
+    (DataError("no images in /data"), 2),
+    (CheckpointError("no checkpoint in run"), 2),
+    (WorkdirBusyError("run is in use by pid 7"), 2),
+    (FileExistsError("out/a.png exists"), 2),
+    (CheckpointSaveError("disk full while saving step 4"), 1),
+])
+def test_known_errors_are_one_line_with_their_exit_code(exc, code, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run_reporting_user_errors(_raising(exc), ["prog"])
+    assert exited.value.code == code
+    err = capsys.readouterr().err
+    assert err == f"error: {exc}\n"
+
+
+def test_a_bug_is_not_dressed_up_as_a_user_error():
+    with pytest.raises(ZeroDivisionError):
+        run_reporting_user_errors(_raising(ZeroDivisionError("a bug")), ["prog"])
+
+
+def test_a_refused_flag_imports_neither_jax_nor_orbax():
+    probe = ("import sys\n"
+             "from experiments import mgstnet\n"
+             "try:\n"
+             "    mgstnet.app.run(mgstnet.main, ['prog', '--pretrained=aerial', '--mode=train'])\n"
+             "except SystemExit as e:\n"
+             "    print(e.code, 'jax' in sys.modules, 'orbax.checkpoint' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False", "False"], out.stderr
+    assert "--pretrained" in out.stderr and "Traceback" not in out.stderr
