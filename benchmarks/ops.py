@@ -3,7 +3,8 @@
     python -m benchmarks.ops [--batch=8 --size=256 --channels=3 --kernel=15]
 
 Prints one JSON object: milliseconds per call (median over repeats, after compilation) and ratios.
-`gst_over_soft` near 1 means the fixed-point loop fused into one elementwise kernel;
+`gst_over_soft` is the paper's solver (3 fixed-point steps of eq. 20), `gst_halley_over_soft` the
+one-Halley-step solver (`--gst_solver=halley`); near 1 would mean a memory-bound, fused kernel;
 `gst_grad_over_soft_grad` compares the gradients in y; `gst_grad_all_ms` and `gst_implicit_grad_all_ms`
 time the gradient in y, theta and p together (what training computes), unrolled and implicit.
 """
@@ -11,6 +12,7 @@ time the gradient in y, theta and p together (what training computes), unrolled 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -87,18 +89,24 @@ def main():
     results["soft_threshold_ms"] = time_ms(jax.jit(shrinkage.soft_threshold), feats, theta, repeats=args.repeats)
     results["gst_ms"] = time_ms(jax.jit(shrinkage.gst), feats, theta, p, repeats=args.repeats)
     results["gst_over_soft"] = results["gst_ms"] / results["soft_threshold_ms"]
+    halley = functools.partial(shrinkage.gst, iterations=1, solver="halley")
+    results["gst_halley_ms"] = time_ms(jax.jit(halley), feats, theta, p, repeats=args.repeats)
+    results["gst_halley_over_soft"] = results["gst_halley_ms"] / results["soft_threshold_ms"]
     # Fusion check: how many kernels of the compiled GST write a full-size tensor (1 = fully fused).
-    hlo = jax.jit(shrinkage.gst).lower(feats, theta, p).compile().as_text()
     full = "f32[" + ",".join(map(str, feats.shape)) + "]"
-    results["gst_full_size_kernels"] = sum(
-        1 for line in hlo.splitlines() if "ENTRY" not in line and f"= {full}" in line and " fusion(" in line)
+    for name, fn in (("gst", shrinkage.gst), ("gst_halley", halley)):
+        hlo = jax.jit(fn).lower(feats, theta, p).compile().as_text()
+        results[f"{name}_full_size_kernels"] = sum(
+            1 for line in hlo.splitlines() if "ENTRY" not in line and f"= {full}" in line and " fusion(" in line)
     grad_soft = jax.jit(jax.grad(lambda y, t: jnp.sum(shrinkage.soft_threshold(y, t) ** 2)))
     grad_gst = jax.jit(jax.grad(lambda y, t, p: jnp.sum(shrinkage.gst(y, t, p) ** 2)))
     results["soft_threshold_grad_ms"] = time_ms(grad_soft, feats, theta, repeats=args.repeats)
     results["gst_grad_ms"] = time_ms(grad_gst, feats, theta, p, repeats=args.repeats)
     results["gst_grad_over_soft_grad"] = results["gst_grad_ms"] / results["soft_threshold_grad_ms"]
     # What training differentiates: y, theta and p together (unrolled, and the implicit alternative).
-    for name, fn in (("gst", shrinkage.gst), ("gst_implicit", shrinkage.gst_implicit)):
+    halley_implicit = functools.partial(shrinkage.gst_implicit, iterations=1, solver="halley")
+    for name, fn in (("gst", shrinkage.gst), ("gst_implicit", shrinkage.gst_implicit),
+                     ("gst_halley_implicit", halley_implicit)):
         grad_all = jax.jit(jax.grad(lambda y, t, p, fn=fn: jnp.sum(fn(y, t, p) ** 2), argnums=(0, 1, 2)))
         results[f"{name}_grad_all_ms"] = time_ms(grad_all, feats, theta, p, repeats=args.repeats)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=1))

@@ -26,8 +26,10 @@ HELP = {
     "kernel_size": "size of the estimated (and synthesised) kernels, odd",
     "channels": "image bands: 1 (grayscale), 3 (RGB) or any count for multiband TIFF",
     "threshold": "image shrinkage: gst (GST_p) or soft",
-    "gst_grad": "how GST_p is differentiated: unrolled (its fixed-point iterations) or implicit "
+    "gst_grad": "how GST_p is differentiated: unrolled (its solver's steps) or implicit "
                 "(the exact prox, implicit function theorem)",
+    "gst_solver": "how GST_p's root is found: fixed_point (the paper's 3 steps of eq. 20) or halley "
+                  "(one Halley step from an upper bound: more accurate, about 2x faster)",
     "kernel_prox": "use the kernel proximal module KPM",
     "boundary": "boundary of the blur operator: symmetric, circular or zero",
     "remat": "rematerialise each stage in the backward pass (less memory)",

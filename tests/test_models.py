@@ -154,6 +154,24 @@ def test_rejects_wrong_channels_and_bad_config():
             MGSTNet(**{**TINY, **bad})
     with pytest.raises(ValueError, match="gst_grad must be one of"):
         MGSTNet(**TINY, gst_grad="exact")
+    with pytest.raises(ValueError, match="gst_solver must be one of"):
+        MGSTNet(**TINY, gst_solver="newton")
+
+
+def test_gst_solver_halley_keeps_the_parameters_and_nearly_the_output():
+    """gst_solver="halley" is one Halley step instead of the paper's 3 fixed-point steps: the same
+    parameters (a checkpoint of either loads into the other) and an output that differs only by the
+    fixed-point steps' error."""
+    config = dict(stages=2, scales=2, kernel_rcabs=0, image_rcabs=1, **TINY)
+    paper, halley = (MGSTNet(**config, gst_solver=s, rngs=nnx.Rngs(3)) for s in mgstnet.GST_SOLVERS)
+    assert {(t.solver, t.iterations) for t in halley.stages.image_prox.thresholds} == {("halley", 1)}
+    assert {(t.solver, t.iterations) for t in paper.stages.image_prox.thresholds} == {("fixed_point", 3)}
+    assert jax.tree.all(jax.tree.map(np.array_equal, nnx.state(paper, nnx.Param),
+                                     nnx.state(halley, nnx.Param)))
+    _, g, _ = sample_batch(1)
+    a, b = paper(g).images[-1], halley(g).images[-1]
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3)
 
 
 def test_gst_grad_implicit_has_the_same_output_and_close_gradients():
@@ -434,12 +452,12 @@ def test_forward_mode_through_the_network_under_forward_mode_convolutions():
     np.testing.assert_allclose(jnp.vdot(jv, w), jnp.vdot(v, jtw), rtol=1e-4)
 
 
-def test_registry_passes_gst_grad_to_every_gst():
+def test_registry_passes_gst_grad_and_solver_to_every_gst():
     from unroll.config import Config
     from unroll.models import registry
 
-    for gst_grad in mgstnet.GST_GRADS:
+    for gst_grad, gst_solver in zip(mgstnet.GST_GRADS, mgstnet.GST_SOLVERS[::-1]):
         config = Config(stages=2, scales=2, kernel_rcabs=0, image_rcabs=0, features=4,
-                        kernel_features=2, kernel_size=5, gst_grad=gst_grad)
+                        kernel_features=2, kernel_size=5, gst_grad=gst_grad, gst_solver=gst_solver)
         model = nnx.eval_shape(lambda config=config: registry.build(config))
-        assert {t.grad for t in model.stages.image_prox.thresholds} == {gst_grad}
+        assert {(t.grad, t.solver) for t in model.stages.image_prox.thresholds} == {(gst_grad, gst_solver)}

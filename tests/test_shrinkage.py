@@ -1,14 +1,16 @@
 """Soft threshold and GST_p: closed forms, brute-force proximal checks, finite gradients everywhere."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from unroll.shrinkage import gst, gst_threshold, soft_threshold
+from unroll.shrinkage import gst, gst_implicit, gst_threshold, soft_threshold
 
-gst_jit = jax.jit(gst, static_argnames=("iterations", "delta"))
+gst_jit = jax.jit(gst, static_argnames=("iterations", "delta", "solver"))
 
 
 def _brute_force_prox(y, theta, p):
@@ -76,25 +78,88 @@ def test_gradients_on_smooth_parts():
         check_grads(lambda y, t: soft_threshold(y, t), (y, 0.3), order=1, modes=["rev"])
 
 
-@jax.jit
-def _loss_and_grads(y, theta, p):
+@functools.partial(jax.jit, static_argnames="solver")
+def _loss_and_grads(y, theta, p, solver="fixed_point"):
     def loss(y, theta, p):
-        x = gst(y, theta, p)
+        x = gst(y, theta, p, iterations=3 if solver == "fixed_point" else 1, solver=solver)
         return jnp.sum(x ** 2 + x)
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2))(y, theta, p)
 
 
+@pytest.mark.parametrize("solver", ["fixed_point", "halley"])
 @pytest.mark.parametrize("p", [1e-6, 0.01, 0.5, 0.99, 0.999999, 1.0])
 @pytest.mark.parametrize("theta", [1e-12, 1e-3, 0.5, 3.0])
-def test_gradients_finite_at_non_smooth_points(theta, p):
+def test_gradients_finite_at_non_smooth_points(theta, p, solver):
     tau = float(gst_threshold(theta, p))
-    y = jnp.array([0.0, tau, -tau, tau * (1 + 1e-6), 1e-30, 1e-3, 5.0], jnp.float32)
+    y = jnp.array([0.0, tau, -tau, tau * (1 + 1e-6), 1e-30, 1e-3, 5.0, -1e4], jnp.float32)
 
-    value, grads = _loss_and_grads(y, jnp.float32(theta), jnp.float32(p))
+    value, grads = _loss_and_grads(y, jnp.float32(theta), jnp.float32(p), solver)
     assert np.isfinite(float(value))
     for g in grads:
         assert np.all(np.isfinite(np.asarray(g))), grads
+
+
+# ----------------------------------------------------------------------------------------------------
+# solver="halley": one Halley step on the optimality condition from an upper bound of the root.
+
+def _grid(thetas, ps):
+    """theta, p `[rows, 1]` and |y| `[rows, 2400]` from just above tau to tau + 5 (float64)."""
+    pairs = [(t, q) for t in thetas for q in ps]
+    theta = jnp.asarray([[t] for t, _ in pairs], jnp.float64)
+    p = jnp.asarray([[q] for _, q in pairs], jnp.float64)
+    tau = gst_threshold(theta, p)
+    offsets = jnp.concatenate([jnp.logspace(-9, -1, 400), jnp.linspace(0.01, 5, 2000)])
+    return tau * (1 + 1e-9) + offsets * jnp.maximum(tau, 1.0), theta, p
+
+
+def test_one_halley_step_is_more_accurate_than_three_fixed_point_steps():
+    """Against the converged prox (same delta), over theta in [1e-3, 5] and p in [1e-3, 0.999]: the
+    worst error and the mean error relative to |y| (measured in float64: Halley 6.8e-4 / 1.3e-5,
+    fixed point 1.7e-2 / 6.0e-4)."""
+    with jax.enable_x64(True):
+        y, theta, p = _grid((1e-3, 0.01, 0.1, 0.5, 1.0, 5.0), (1e-3, 0.05, 0.3, 0.6, 0.9, 0.999))
+        exact = gst_jit(y, theta, p, iterations=200, solver="halley")
+        # Both solvers converge to the same root.
+        np.testing.assert_allclose(np.asarray(gst_jit(y, theta, p, iterations=400)), np.asarray(exact),
+                                   rtol=1e-9, atol=1e-12)
+        errors = {solver: np.asarray(jnp.abs(gst_jit(y, theta, p, iterations=n, solver=solver) - exact) / y)
+                  for solver, n in (("fixed_point", 3), ("halley", 1))}
+    assert errors["halley"].max() < 1e-3 and errors["halley"].mean() < 5e-5
+    assert errors["halley"].max() < errors["fixed_point"].max() / 10
+    assert errors["halley"].mean() < errors["fixed_point"].mean() / 3
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.95])
+@pytest.mark.parametrize("theta", [0.1, 1.0])
+def test_halley_minimises_the_lp_objective(theta, p):
+    ys = np.concatenate([np.linspace(-3, 3, 25), [gst_threshold(theta, p) * 1.001]])
+    with jax.enable_x64(True):
+        x = np.asarray(gst_jit(jnp.asarray(ys), theta, p, iterations=3, delta=1e-12, solver="halley"))
+    for y, xi in zip(ys, x):
+        ref = _brute_force_prox(y, theta, p)
+        assert _objective(xi, y, theta, p) <= _objective(ref, y, theta, p) + 1e-7, (y, xi, ref)
+
+
+def test_halley_with_p_one_is_soft_threshold_and_checks_its_arguments():
+    y = jnp.linspace(-4, 4, 801)
+    np.testing.assert_allclose(np.asarray(gst(y, 0.3, 1.0, 1, solver="halley")),
+                               np.asarray(soft_threshold(y, 0.3)), atol=1e-6)
+    with pytest.raises(ValueError, match="delta > 0"):
+        gst(y, 0.3, 0.5, 1, delta=0.0, solver="halley")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        gst(y, 0.3, 0.5, solver="bisection")
+
+
+def test_halley_implicit_has_the_same_value_and_the_exact_derivatives():
+    with jax.enable_x64(True):
+        y, theta, p = _grid((0.1, 1.0), (0.3, 0.8))
+        y = y[:, ::40]
+        value = gst_implicit(y, theta, p, 1, 1e-5, "halley")
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(gst(y, theta, p, 1, 1e-5, "halley")))
+        d_y = jax.grad(lambda y: jnp.sum(gst_implicit(y, theta, p, 1, 1e-5, "halley")))(y)
+        exact = jax.grad(lambda y: jnp.sum(gst_implicit(y, theta, p, 200, 1e-5)))(y)
+    np.testing.assert_allclose(np.asarray(d_y), np.asarray(exact), rtol=1e-3)
 
 
 def test_gst_is_odd_and_shrinks():
@@ -107,7 +172,6 @@ def test_gst_is_odd_and_shrinks():
 # ----------------------------------------------------------------------------------------------------
 # gst_implicit: derivatives of the exact prox by the implicit function theorem.
 
-from unroll.shrinkage import gst_implicit  # noqa: E402
 
 
 def _elementwise_derivatives(fn, y, theta, p, iterations, delta):

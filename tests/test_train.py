@@ -129,6 +129,8 @@ def test_config_validation_names_the_flag():
             tiny_config(**{flag: float("inf")}).validate()
     with pytest.raises(ConfigError, match="--gst_grad"):
         tiny_config(gst_grad="fd").validate()
+    with pytest.raises(ConfigError, match="--gst_solver"):
+        tiny_config(gst_solver="bisection").validate()
 
 
 def _cli(*args, cwd=ROOT):

@@ -32,6 +32,7 @@ class Config:
     channels: int = 3
     threshold: str = "gst"
     gst_grad: str = "unrolled"
+    gst_solver: str = "fixed_point"
     kernel_prox: bool = True
     boundary: str = "symmetric"
     remat: bool = False
@@ -71,7 +72,7 @@ class Config:
     num_samples: int = 3
 
     def validate(self) -> "Config":
-        from unroll.models.mgstnet import GST_GRADS, THRESHOLDS
+        from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS, THRESHOLDS
         from unroll.ops import BOUNDARIES
 
         def need(ok, flag, message):
@@ -93,6 +94,7 @@ class Config:
         need(self.channels >= 1, "channels", "must be >= 1 (1 grayscale, 3 RGB, any for multiband TIFF)")
         need(self.threshold in THRESHOLDS, "threshold", f"must be one of {', '.join(THRESHOLDS)}")
         need(self.gst_grad in GST_GRADS, "gst_grad", f"must be one of {', '.join(GST_GRADS)}")
+        need(self.gst_solver in GST_SOLVERS, "gst_solver", f"must be one of {', '.join(GST_SOLVERS)}")
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
         need(self.patch_size >= self.kernel_size, "patch_size", f"must be >= --kernel_size={self.kernel_size}")
         need(self.patch_size % 2 ** (self.scales - 1) == 0, "patch_size",

@@ -8,8 +8,13 @@ Every power is written exp(e * log(b)) with b clamped away from zero, so values 
 finite for y = 0, |y| = tau, theta -> 0 and p anywhere in (0, 1], where plain `x ** (p - 1)` gives
 inf * 0 = NaN in the branch that `where` discards (and its gradient still flows through).
 
-`gst` is differentiated by unrolling its fixed-point iterations; `gst_implicit` has the same value
-and differentiates the exact prox instead, by the implicit function theorem (eqs. I1-I3 below).
+`gst` is differentiated by unrolling its iterations; `gst_implicit` has the same value and
+differentiates the exact prox instead, by the implicit function theorem (eqs. I1-I3 below).
+
+Two solvers find S (`solver=`): the paper's fixed-point iteration of eq. (20) from S_0 = |y| (three
+iterations, three powers per element), and Halley's method on the optimality condition (I1) from an
+upper bound of the root (eqs. N1-N2 below): one step, one power, is 25 times more accurate than the
+paper's three fixed-point steps at worst (7e-4 |y| against 1.7e-2 |y|) and about twice as fast.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 THRESHOLDS = ("gst", "soft")  # the shrinkage operators a prior can use: GST_p or the soft threshold
+GST_SOLVERS = ("fixed_point", "halley")  # how S of eq. (19) is found: eq. (20), or Halley on (I1)
 
 
 def soft_threshold(y, theta):
@@ -45,40 +51,78 @@ def gst_threshold(theta, p):
     >>> [round(float(gst_threshold(0.5, p)), 4) for p in (1.0, 0.5, 1e-6)]
     [0.5, 0.9449, 1.0]
     """
+    return _threshold_and_root(theta, p)[0]
+
+
+def _threshold_and_root(theta, p):
+    """(tau, S_tau): the threshold and the prox's magnitude there, S_tau = (2 theta (1 - p))^(1/(2-p))."""
     log_b = _safe_log(2 * theta * (1 - p))
-    return jnp.exp(log_b / (2 - p)) + theta * p * jnp.exp(log_b * (p - 1) / (2 - p))
+    s_tau = jnp.exp(log_b / (2 - p))
+    return s_tau + theta * p * jnp.exp(log_b * (p - 1) / (2 - p)), s_tau
 
 
-def _gst_magnitude(y, theta, p, iterations: int, delta: float):
-    """(keep, S): the mask |y| > tau_p(theta) (eq. 19) and the eq. (20) iterate S_n, valid where keep."""
-    a = jnp.abs(y)
-    tau = gst_threshold(theta, p)
-    keep = a > tau
+def _gst_magnitude(y, theta, p, iterations: int, delta: float, solver: str):
+    """(keep, S): the mask |y| > tau_p(theta) (eq. 19) and the solver's S after `iterations` steps,
+    valid where keep."""
+    if solver not in GST_SOLVERS:
+        raise ValueError(f"solver must be one of {GST_SOLVERS}, got {solver!r}")
+    tau, s_tau = _threshold_and_root(theta, p)
+    keep = jnp.abs(y) > tau
     # Iterate only where the result is used; elsewhere start from tau, where the map is well behaved.
-    a = jnp.where(keep, a, tau)
+    a = jnp.maximum(jnp.abs(y), tau)
 
-    def body(_, s):  # eq. (20): S_n = |y| - theta p (S_{n-1} + delta)^(p - 1)
-        return a - theta * p * jnp.exp((p - 1) * _safe_log(s + delta))
+    if solver == "fixed_point":
+        def body(_, s):  # eq. (20): S_n = |y| - theta p (S_{n-1} + delta)^(p - 1)
+            return a - theta * p * jnp.exp((p - 1) * _safe_log(s + delta))
 
-    return keep, lax.fori_loop(0, iterations, body, a, unroll=True)
+        return keep, lax.fori_loop(0, iterations, body, a, unroll=True)
+
+    # Halley's method on F(S) = S - |y| + theta p (S + delta)^(p-1) = 0 (eq. I1 with eq. 20's delta).
+    # F is increasing and convex for S >= S_tau, with F' in [1 - p/2, 1] there (see I2), and
+    # F(S_tau) = 0 at |y| = tau. Hence the root lies between S_tau + (|y| - tau) and
+    #   S_0 = min(|y|, S_tau + (|y| - tau) / (1 - p/2)),                                     (N1)
+    # an upper bound from which each step uses one power and converges cubically:
+    #   S <- S - 2 F F' / (2 F'^2 - F F''),  F' = 1 - (1 - p) w / u,  F'' = (2 - p)(1 - p) w / u^2,
+    # with u = S + delta and w = theta p u^(p-1). Multiplied through by u^2, with q = u F':
+    #   S <- S - 2 F q u / (2 q^2 - (2 - p)(1 - p) w F).                                     (N2)
+    # Over theta in [1e-3, 5], p in [1e-3, 0.999], one step is within 7e-4 |y| of the root (eq. 20's
+    # three steps: 1.7e-2) and 1.3e-5 |y| on average (6e-4), as tests/test_shrinkage.py measures.
+    # The denominator stays >= 1.9 q^2 there; the clamps (q >= (1 - p/2) u, denominator >= q^2) only
+    # guard against rounding. One division per step and none per element in S_0: XLA then fuses the
+    # operator into one kernel.
+    def halley(_, s):
+        u = s + delta
+        w = theta * p * jnp.exp((p - 1) * jnp.log(u))  # u >= delta > 0
+        f = s - a + w
+        q = jnp.maximum(u - (1 - p) * w, (1 - p / 2) * u)
+        return s - 2 * f * q * u / jnp.maximum(2 * q * q - (2 - p) * (1 - p) * w * f, q * q)
+
+    s0 = jnp.minimum(a, s_tau + (a - tau) * (1 / (1 - p / 2)))
+    return keep, lax.fori_loop(0, iterations, halley, s0, unroll=True)
 
 
-def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5):
+def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5, solver: str = "fixed_point"):
     """Generalized shrinkage threshold GST_p(y, theta) of eqs. (19)-(20).
 
-    `theta` and `p` broadcast against `y` (e.g. one value per channel). `iterations` is static;
-    the loop is unrolled so that XLA fuses the whole operator into one elementwise kernel.
+    `theta` and `p` broadcast against `y` (e.g. one value per channel). `iterations` (static) counts
+    the solver's steps: the paper's 3 for `solver="fixed_point"` (eq. 20), 1 is enough for
+    `solver="halley"` (eq. N2; `delta` must then be > 0, which bounds (S + delta)^(p-3)). The loop
+    is unrolled so that XLA fuses the whole operator into one elementwise kernel.
 
     >>> import jax, jax.numpy as jnp
     >>> y = jnp.array([-2.0, -0.5, 0.0, 0.7, 3.0])
     >>> [round(v, 4) for v in gst(y, 0.5, 0.5).tolist()]
+    [-1.8144, 0.0, 0.0, 0.0, 2.852]
+    >>> [round(v, 4) for v in gst(y, 0.5, 0.5, iterations=1, solver="halley").tolist()]
     [-1.8144, 0.0, 0.0, 0.0, 2.852]
     >>> bool(jnp.allclose(gst(y, 0.5, 1.0), soft_threshold(y, 0.5)))  # p = 1: soft threshold
     True
     >>> round(float(jax.grad(lambda y: gst(y, 0.5, 0.5))(3.0)), 3)
     1.027
     """
-    keep, s = _gst_magnitude(y, theta, p, iterations, delta)
+    if solver == "halley" and not delta > 0:
+        raise ValueError(f"solver='halley' needs delta > 0, got {delta}")
+    keep, s = _gst_magnitude(y, theta, p, iterations, delta, solver)
     return jnp.where(keep, jnp.sign(y) * jnp.maximum(s, 0), 0).astype(y.dtype)
 
 
@@ -101,8 +145,8 @@ def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5):
 # The jump at |y| = tau (a Dirac in the derivative in theta and p) is ignored, as `gst` ignores it.
 
 
-def gst_implicit(y, theta, p, iterations: int = 3, delta: float = 1e-5):
-    """GST_p(y, theta) with the value of `gst(y, theta, p, iterations, delta)` and the derivatives of
+def gst_implicit(y, theta, p, iterations: int = 3, delta: float = 1e-5, solver: str = "fixed_point"):
+    """GST_p(y, theta) with the value of `gst(y, theta, p, iterations, delta, solver)` and the derivatives of
     the exact prox at that value (implicit function theorem, eqs. I1-I3), through `jax.custom_vjp`.
 
     The backward pass costs O(1) per element whatever `iterations`, and stores only the output
@@ -117,21 +161,21 @@ def gst_implicit(y, theta, p, iterations: int = 3, delta: float = 1e-5):
     [1.054, 0.0, 1.027]
     """
     dtype = jnp.result_type(y, theta, p, jnp.float32)
-    return _gst_ift(y, jnp.asarray(theta, dtype), jnp.asarray(p, dtype), iterations, delta)
+    return _gst_ift(y, jnp.asarray(theta, dtype), jnp.asarray(p, dtype), iterations, delta, solver)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _gst_ift(y, theta, p, iterations, delta):
-    return gst(y, theta, p, iterations, delta)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _gst_ift(y, theta, p, iterations, delta, solver):
+    return gst(y, theta, p, iterations, delta, solver)
 
 
-def _gst_ift_fwd(y, theta, p, iterations, delta):
-    x = gst(y, theta, p, iterations, delta)
+def _gst_ift_fwd(y, theta, p, iterations, delta, solver):
+    x = gst(y, theta, p, iterations, delta, solver)
     return x, (x, theta, p)
 
 
-def _gst_ift_bwd(iterations, delta, residuals, ct):
-    del iterations, delta  # the backward pass does not depend on how the root was found
+def _gst_ift_bwd(iterations, delta, solver, residuals, ct):
+    del iterations, delta, solver  # the backward pass does not depend on how the root was found
     x, theta, p = residuals
     d_y, d_theta, d_p = _exact_prox_derivatives(x, theta, p)
     ct = ct.astype(d_y.dtype)

@@ -30,6 +30,10 @@ THRESHOLDS = shrinkage.THRESHOLDS
 # the implicit function theorem at the exact prox (`shrinkage.gst_implicit`, reverse mode only).
 # Both have the same forward value.
 GST_GRADS = ("unrolled", "implicit")
+# How S of eq. (19) is found: the paper's three fixed-point steps of eq. (20), or one Halley step
+# from an upper bound of the root (`shrinkage.gst`, eqs. N1-N2): more accurate and about twice as fast.
+GST_SOLVERS = shrinkage.GST_SOLVERS
+SOLVER_ITERATIONS = {"fixed_point": 3, "halley": 1}
 
 # Initial values of the learned scalars (see steps.py for the step-size scaling):
 #  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1 for circular/zero boundaries (rho = 1
@@ -77,19 +81,22 @@ class SoftThreshold(nnx.Module):
 class GST(nnx.Module):
     """GST_p(y, theta) of eqs. (19)-(20): learned theta > 0 and p = sigmoid(p0) in (0, 1).
 
-    `grad="unrolled"` differentiates the `iterations` fixed-point steps of eq. (20)
+    `solver="fixed_point"` takes the paper's 3 steps of eq. (20), `solver="halley"` one step of
+    eq. (N2) (`iterations` overrides either count). `grad="unrolled"` differentiates those steps
     (`shrinkage.gst`); `grad="implicit"` gives the same value with the derivatives of the exact prox
     (`shrinkage.gst_implicit`: implicit function theorem, O(1) memory per element, reverse mode only).
     """
 
-    def __init__(self, theta: float = THETA_INIT, p: float = P_INIT, iterations: int = 3,
-                 delta: float = 1e-5, grad: str = "unrolled"):
+    def __init__(self, theta: float = THETA_INIT, p: float = P_INIT, iterations: int | None = None,
+                 delta: float = 1e-5, grad: str = "unrolled", solver: str = "fixed_point"):
         _check_gst_grad(grad)
+        _check_gst_solver(solver)
         self.raw_theta = positive(theta)
         self.p0 = nnx.Param(jnp.asarray(math.log(p / (1 - p)), jnp.float32))
-        self.iterations = iterations
+        self.iterations = SOLVER_ITERATIONS[solver] if iterations is None else iterations
         self.delta = delta
         self.grad = grad
+        self.solver = solver
 
     @property
     def theta(self):
@@ -103,12 +110,17 @@ class GST(nnx.Module):
 
     def __call__(self, y):
         fn = shrinkage.gst_implicit if self.grad == "implicit" else shrinkage.gst
-        return fn(y, self.theta, self.p, self.iterations, self.delta)
+        return fn(y, self.theta, self.p, self.iterations, self.delta, self.solver)
 
 
 def _check_gst_grad(gst_grad: str):
     if gst_grad not in GST_GRADS:
         raise ValueError(f"gst_grad must be one of {GST_GRADS}, got {gst_grad!r}")
+
+
+def _check_gst_solver(gst_solver: str):
+    if gst_solver not in GST_SOLVERS:
+        raise ValueError(f"gst_solver must be one of {GST_SOLVERS}, got {gst_solver!r}")
 
 
 class KernelProx(nnx.Module):
@@ -171,16 +183,18 @@ class ImageProx(nnx.Module):
 
     def __init__(self, channels: int = 3, features: int = 64, scales: int = 3, rcabs: int = 2,
                  threshold: str = "gst", reduction: int = REDUCTION, gst_grad: str = "unrolled",
-                 *, rngs: nnx.Rngs | Keys):
+                 gst_solver: str = "fixed_point", *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         if threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
         _check_gst_grad(gst_grad)
+        _check_gst_solver(gst_solver)
         widths = scale_widths(features, scales)
         self.multiple = 2 ** (scales - 1)
         self.extractor = ImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
         self.thresholds = nnx.List(
-            [GST(grad=gst_grad) if threshold == "gst" else SoftThreshold() for _ in widths])
+            [GST(grad=gst_grad, solver=gst_solver) if threshold == "gst" else SoftThreshold()
+             for _ in widths])
         self.inverse = InverseImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
 
     def __call__(self, r):
@@ -208,7 +222,7 @@ class Stage(nnx.Module):
     def __init__(self, *, channels: int, scales: int, kernel_rcabs: int, image_rcabs: int,
                  features: int, kernel_features: int, boundary: str, threshold: str,
                  kernel_prox: bool, reduction: int, gst_grad: str = "unrolled",
-                 rngs: nnx.Rngs | Keys):
+                 gst_solver: str = "fixed_point", rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         self.boundary = boundary
         self.raw_mu = positive(MU_INIT)
@@ -216,7 +230,7 @@ class Stage(nnx.Module):
         self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
                             if kernel_prox else None)
         self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold, reduction,
-                                    gst_grad, rngs=rngs)
+                                    gst_grad, gst_solver, rngs=rngs)
 
     @property
     def mu(self):
@@ -271,8 +285,9 @@ class MGSTNet(nnx.Module):
     the soft threshold in IPMM (ablation); `kernel_prox=False` drops KPM (KGDM + eq. 14 only).
     `gst_grad` (one of GST_GRADS) chooses how GST_p is differentiated: "unrolled" through its
     fixed-point iterations, "implicit" by the implicit function theorem at the exact prox (same
-    forward value; reverse mode only, see `GST`). `reduction` is the RCABs' channel-attention ratio
-    (RCAN's 16).
+    forward value; reverse mode only, see `GST`). `gst_solver` (one of GST_SOLVERS) finds GST_p's
+    root by the paper's fixed-point steps or one Halley step (see `GST`). `reduction` is the RCABs'
+    channel-attention ratio (RCAN's 16).
 
     The K stages do not share parameters, but they are stored stacked: `self.stages` is one `Stage`
     whose every parameter has a leading axis of length K (`stage(k)` gives stage k on its own), and
@@ -287,8 +302,8 @@ class MGSTNet(nnx.Module):
                  image_rcabs: int = 2, channels: int = 3, kernel_size: int = 15,
                  features: int = 64, kernel_features: int = 32, boundary: str = "symmetric",
                  threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
-                 reduction: int = REDUCTION, gst_grad: str = "unrolled", *,
-                 rngs: nnx.Rngs | None = None):
+                 reduction: int = REDUCTION, gst_grad: str = "unrolled",
+                 gst_solver: str = "fixed_point", *, rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -303,6 +318,7 @@ class MGSTNet(nnx.Module):
         if threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
         _check_gst_grad(gst_grad)
+        _check_gst_solver(gst_solver)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.kernel_size = kernel_size
@@ -313,7 +329,7 @@ class MGSTNet(nnx.Module):
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
             features=features, kernel_features=kernel_features, boundary=boundary,
             threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, gst_grad=gst_grad,
-            rngs=rngs))
+            gst_solver=gst_solver, rngs=rngs))
             for _ in range(stages)))
         self.stages = nnx.merge(graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 

@@ -38,6 +38,7 @@ def _build_mgstnet(config: Config, rngs: nnx.Rngs) -> MGSTNet:
                    kernel_size=config.kernel_size, features=config.features,
                    kernel_features=config.kernel_features, boundary=config.boundary,
                    threshold=config.threshold, gst_grad=config.gst_grad,
+                   gst_solver=config.gst_solver,
                    kernel_prox=config.kernel_prox, remat=config.remat, rngs=rngs)
 
 
