@@ -447,7 +447,9 @@ def log(message):
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def measure_torch(config: Config, repeats: int, check: bool) -> dict:
+def torch_train_step(config: Config):
+    """(step, model, graphdef, params, batch): one eager PyTorch Adam step of the network that
+    `registry` builds for `config`, from the same initial values, on the synthetic batch."""
     graphdef, params = registry.build_split(config)
     model = MGSTNet(config)
     num_params = sum(p.numel() for p in model.parameters())
@@ -470,7 +472,13 @@ def measure_torch(config: Config, repeats: int, check: bool) -> dict:
         opt.step()
         return loss.item(), grad_norm.item()
 
-    out = {"num_params": num_params}
+    return step, model, graphdef, params, batch
+
+
+def measure_torch(config: Config, repeats: int, check: bool) -> dict:
+    step, model, graphdef, params, batch = torch_train_step(config)
+    g, sharp = nchw(batch["blurred"]), nchw(batch["sharp"])
+    out = {"num_params": sum(p.numel() for p in model.parameters())}
     if check:
         log("check: torch and jax loss")
         with torch.no_grad():
