@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 
-# XLA reads its flags when the backend starts: before jax is imported.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+if __name__ == "__main__":  # XLA reads its flags when the backend starts: before jax is imported
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
 
 import argparse  # noqa: E402
 import collections  # noqa: E402

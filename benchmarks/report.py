@@ -42,6 +42,8 @@ BENCHMARKS = {
     "model": ("benchmarks.model", ["--memory_stages=3,6", "--repeats=1"],
               ["--size=128", "--memory_stages=3,6", "--repeats=1"]),
     "tiled": ("benchmarks.tiled", [], ["--sizes=512,1024"]),
+    "profile": ("benchmarks.profile_step", ["--configs=demo,paper", "--steps=1"],
+                ["--configs=demo", "--steps=1", "--no_torch"]),
     "torch": ("benchmarks.torch_mgstnet", ["--configs=demo,paper", "--paper_batch=1", "--repeats=2"],
               ["--configs=demo", "--repeats=2"]),
 }
