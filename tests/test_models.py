@@ -439,6 +439,20 @@ def test_conv_gradients_equal_jax_convolution_gradients(kernel, padding):
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(gx_ref))))
 
 
+def test_custom_convolution_gradients_on_cpu_only(monkeypatch):
+    """The custom VJP is for XLA:CPU; traced for another backend, the convolution is JAX's own."""
+    x, w = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def traced():
+        return str(jax.make_jaxpr(lambda x, w: blocks.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=dn))(x, w))
+
+    assert "custom_vjp_call" in traced()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert "custom_vjp_call" not in traced() and "conv_general_dilated" in traced()
+
+
 def test_forward_mode_through_the_network_under_forward_mode_convolutions():
     """jax.jvp of MGSTNet (custom_vjp convolutions have no forward mode) inside the switch, against
     the reverse mode of the fast convolutions: <J v, w> = <v, J^T w>."""

@@ -151,11 +151,17 @@ def _plain_conv_bwd(padding, precision, preferred_element_type, residuals, dy):
 _plain_conv.defvjp(_plain_conv_fwd, _plain_conv_bwd)
 
 
+def _custom_vjp_backend() -> bool:
+    """Whether the backend tracing now needs `_plain_conv`: XLA:CPU (see above). GPU and TPU
+    compilers have their own fast convolution gradients (cuDNN's among them), inside loops too."""
+    return jax.default_backend() == "cpu"
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """`jax.lax.conv_general_dilated`, through `_plain_conv` for the case our networks use: 2-D,
-    stride 1, no dilation or groups, NHWC x HWIO."""
-    plain = (not _FORWARD_MODE.get()
+    """`jax.lax.conv_general_dilated`, through `_plain_conv` on CPU for the case our networks use:
+    2-D, stride 1, no dilation or groups, NHWC x HWIO; JAX's own rules elsewhere."""
+    plain = (not _FORWARD_MODE.get() and _custom_vjp_backend()
              and lhs.ndim == 4 and tuple(window_strides) == (1, 1) and feature_group_count == 1
              and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
              and kwargs.get("out_sharding") is None
