@@ -33,10 +33,8 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 
-from benchmarks.train_step import CONFIGS, synthetic_batch  # noqa: E402
-from unroll import train  # noqa: E402
+from benchmarks.train_step import CONFIGS, build_step  # noqa: E402
 from unroll.config import Config  # noqa: E402
-from unroll.models import registry  # noqa: E402
 
 # Instructions whose events contain other events (their bodies are counted op by op).
 _CONTAINERS = ("while", "call", "conditional")
@@ -100,12 +98,7 @@ def _summarise(times: dict[str, float], categories: dict[str, str], steps: int, 
 
 
 def profile_jax(config: Config, steps: int) -> dict:
-    mesh = train.make_mesh()
-    graphdef, params = registry.build_split(config)
-    tx, _ = train.make_optimizer(config, 1000, 800)
-    state = train.init_state(params, tx, mesh)
-    step = train.make_train_step(graphdef, config, tx, mesh)
-    batch = train.global_batch(synthetic_batch(config), mesh)
+    step, state, batch, _, _ = build_step(config)
     compiled = step.lower(state, batch).compile()
     categories = _classify_hlo(compiled.as_text())
     for _ in range(2):  # warm-up

@@ -1,6 +1,7 @@
 """Train-step throughput and compile time of the trainer's jitted, sharded step.
 
     python -m benchmarks.train_step [--configs=demo,paper] [--paper_batch=1] [--repeats=3]
+        [--models=mgstnet,madn,idc,mtwdn] [--conv_grad=custom|xla]
 
 Prints one JSON object with, per configuration: batch shape, parameter count, compile seconds,
 images per second (median step time over `repeats`, after compilation) and the achieved GFLOP/s (XLA's
@@ -22,7 +23,7 @@ import numpy as np
 
 from unroll import kernels, ops, train
 from unroll.config import Config
-from unroll.models import registry
+from unroll.models import blocks, registry
 
 CONFIGS = {
     "demo": dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16, kernel_features=8,
@@ -60,13 +61,19 @@ def _step_flops(config: Config, compiled, tx, mesh, batch) -> float:
     return _xla_flops(lowered.compile()) * config.stages
 
 
-def measure(config: Config, repeats: int) -> dict:
+def build_step(config: Config):
+    """(step, state, batch, tx, mesh): the trainer's jitted, sharded step of `config`'s network on
+    the synthetic batch, with a fresh training state (not yet compiled)."""
     mesh = train.make_mesh()
     graphdef, params = registry.build_split(config)
     tx, _ = train.make_optimizer(config, 1000, 800)
     state = train.init_state(params, tx, mesh)
     step = train.make_train_step(graphdef, config, tx, mesh)
-    batch = train.global_batch(synthetic_batch(config), mesh)
+    return step, state, train.global_batch(synthetic_batch(config), mesh), tx, mesh
+
+
+def measure(config: Config, repeats: int) -> dict:
+    step, state, batch, tx, mesh = build_step(config)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
@@ -80,7 +87,7 @@ def measure(config: Config, repeats: int) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
-    return {"batch_shape": list(batch["blurred"].shape), "num_params": registry.num_params(params),
+    return {"batch_shape": list(batch["blurred"].shape), "num_params": registry.num_params(state["params"]),
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "images_per_s": round(config.batch_size / step_s, 3), "gflop_per_step": round(flops / 1e9, 2),
             "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat, "bf16": config.bf16}
@@ -93,13 +100,21 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--models", default="mgstnet",
+                        help="networks to time at each configuration's size (mgstnet, madn, idc, mtwdn)")
+    parser.add_argument("--conv_grad", choices=("custom", "xla"), default="custom",
+                        help="CPU convolution gradients: the project's custom VJP, or JAX's own rules")
     args = parser.parse_args()
+    if args.conv_grad == "xla":
+        blocks._custom_vjp_backend = lambda: False  # what other backends get
     results = {"devices": jax.device_count(), "platform": jax.devices()[0].platform}
     for name in args.configs.split(","):
-        overrides = dict(CONFIGS[name], remat=args.remat, bf16=args.bf16, steps=1)
-        if name == "paper":
-            overrides["batch_size"] = args.paper_batch
-        results[name] = measure(dataclasses.replace(Config(), **overrides), args.repeats)
+        for model in args.models.split(","):
+            overrides = dict(CONFIGS[name], model=model, remat=args.remat, bf16=args.bf16, steps=1)
+            if name == "paper":
+                overrides["batch_size"] = args.paper_batch
+            key = name if args.models == "mgstnet" else f"{name}/{model}"
+            results[key] = measure(dataclasses.replace(Config(), **overrides), args.repeats)
     print(json.dumps(results, indent=1))
 
 

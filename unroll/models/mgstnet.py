@@ -116,7 +116,8 @@ class GST(nnx.Module):
 
 # The unrolled derivative, with the solver's steps recomputed in the backward pass rather than
 # stored: saving every step's full-size intermediates (per stage, inside the stage scan) cost more in
-# memory traffic than the elementwise recomputation (demo train step: 0.50 -> 0.4x s).
+# memory traffic than the elementwise recomputation (demo train step, `python -m benchmarks.train_step
+# --configs=demo` on the idle 2-core CPU: 0.50 s stored, 0.35 s recomputed).
 _gst_recomputed = jax.checkpoint(shrinkage.gst, static_argnums=(3, 4, 5))
 
 
