@@ -453,6 +453,20 @@ def test_custom_convolution_gradients_on_cpu_only(monkeypatch):
     assert "custom_vjp_call" not in traced() and "conv_general_dilated" in traced()
 
 
+def test_pointwise_convolutions_are_dots_on_cpu():
+    """A 1x1 convolution is traced as a dot (its weight gradient one GEMM); the gradient test above
+    checks its values against JAX's convolution. A padded 1x1 one stays a convolution."""
+    x, w = jnp.ones((1, 8, 8, 2)), jnp.ones((1, 1, 2, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def traced(padding):
+        return str(jax.make_jaxpr(lambda x, w: blocks.conv_general_dilated(
+            x, w, (1, 1), padding, dimension_numbers=dn))(x, w))
+
+    assert "dot_general" in traced("SAME") and "conv_general_dilated" not in traced("SAME")
+    assert "custom_vjp_call" in traced(((1, 1), (0, 0)))
+
+
 def test_forward_mode_through_the_network_under_forward_mode_convolutions():
     """jax.jvp of MGSTNet (custom_vjp convolutions have no forward mode) inside the switch, against
     the reverse mode of the fast convolutions: <J v, w> = <v, J^T w>."""
