@@ -2,8 +2,8 @@
 
     python -m benchmarks.conv_grad [--shapes=1x256x256x64x64,8x64x64x16x16] [--repeats=5]
 
-For each shape N x H x W x Cin x Cout, prints one JSON object: the forward convolution's time and
-each weight-gradient formulation's (median ms after compilation, GFLOP/s by 2 N H W 9 Cin Cout), and
+For each shape N x H x W x Cin x Cout, prints one JSON object: the forward convolution's time, the
+project's input gradient's, and each weight-gradient formulation's (median ms after compilation, GFLOP/s by 2 N H W 9 Cin Cout), and
 its largest difference from XLA's own gradient (`jax.vjp` of `lax.conv_general_dilated`):
 
   * `xla`: JAX's rule (a b01f x b01f correlation).
@@ -13,12 +13,18 @@ its largest difference from XLA's own gradient (`jax.vjp` of `lax.conv_general_d
   * `im2col`: the nine windows side by side, one [9 Cin, NHW] @ [NHW, Cout] GEMM.
   * `blocked_im2col`: the same with the N H W contraction split into row blocks (a batched GEMM,
     then a sum), so that each block's operands stay in cache.
+
+With PyTorch installed, `torch` gives eager PyTorch's forward, weight gradient and input gradient
+(`aten.convolution_backward`) for the same shape, on as many threads as JAX has cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +48,12 @@ def dw_xla(x, w, dy):
 def dw_swapped(x, w, dy):
     return jax.vjp(lambda w: blocks.conv_general_dilated(x, w, (1, 1), PAD, dimension_numbers=NHWC),
                    w)[1](dy)[0]
+
+
+def dx_project(x, w, dy):
+    """The input gradient of the project's convolution (its custom VJP on CPU)."""
+    return jax.vjp(lambda x: blocks.conv_general_dilated(x, w, (1, 1), PAD, dimension_numbers=NHWC),
+                   x)[1](dy)[0]
 
 
 def _windows(x, h, w):
@@ -78,6 +90,35 @@ FORMULATIONS = {"xla": dw_xla, "swapped": dw_swapped, "shifted_dots": dw_shifted
                 "im2col": dw_im2col, "blocked_im2col": dw_blocked_im2col}
 
 
+def torch_times(shape: tuple[int, ...], repeats: int) -> dict:
+    """Eager PyTorch: median ms of the forward, the weight gradient and the input gradient."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    n, h, wd, cin, cout = shape
+    x, dy = torch.randn(n, cin, h, wd), torch.randn(n, cout, h, wd)
+    w = torch.randn(cout, cin, 3, 3)
+
+    def backward(mask):
+        return lambda: torch.ops.aten.convolution_backward(
+            dy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+
+    def median_ms(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return round(1e3 * sorted(times)[len(times) // 2], 2)
+
+    with torch.no_grad():
+        return {"version": torch.__version__,
+                "forward_ms": median_ms(lambda: torch.nn.functional.conv2d(x, w, padding=1)),
+                "weight_grad_ms": median_ms(backward([False, True, False])),
+                "input_grad_ms": median_ms(backward([True, False, False]))}
+
+
 def measure(shape: tuple[int, ...], repeats: int) -> dict:
     n, h, wd, cin, cout = shape
     rng = np.random.default_rng(0)
@@ -86,13 +127,18 @@ def measure(shape: tuple[int, ...], repeats: int) -> dict:
     dy = jnp.asarray(rng.standard_normal((n, h, wd, cout)), jnp.float32)
     gflop = 2 * n * h * wd * 9 * cin * cout / 1e9
     out = {"shape": "x".join(map(str, shape)), "backend": jax.default_backend(),
-           "forward_ms": round(time_ms(jax.jit(conv), x, w, repeats=repeats), 2)}
+           "forward_ms": round(time_ms(jax.jit(conv), x, w, repeats=repeats), 2),
+           "input_grad_ms": round(time_ms(jax.jit(dx_project), x, w, dy, repeats=repeats), 2)}
     reference = np.asarray(jax.jit(dw_xla)(x, w, dy))
     for name, fn in FORMULATIONS.items():
         f = jax.jit(fn)
         ms = time_ms(f, x, w, dy, repeats=repeats)
         err = float(np.max(np.abs(np.asarray(f(x, w, dy)) - reference)) / np.max(np.abs(reference)))
         out[name] = {"ms": round(ms, 2), "gflop_s": round(gflop / (ms / 1e3), 1), "rel_err": err}
+    try:
+        out["torch"] = torch_times(shape, repeats)
+    except ImportError:
+        print("conv_grad: torch is not installed, skipping its timings", file=sys.stderr)
     return out
 
 
