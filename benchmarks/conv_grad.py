@@ -3,8 +3,9 @@
     python -m benchmarks.conv_grad [--shapes=1x256x256x64x64,8x64x64x16x16] [--repeats=5]
 
 For each shape N x H x W x Cin x Cout, prints one JSON object: the forward convolution's time, the
-project's input gradient's, and each weight-gradient formulation's (median ms after compilation, GFLOP/s by 2 N H W 9 Cin Cout), and
-its largest difference from XLA's own gradient (`jax.vjp` of `lax.conv_general_dilated`):
+project's input gradient's, and each weight-gradient formulation's (median ms after compilation,
+GFLOP/s by 2 N H W 9 Cin Cout) with its largest difference from XLA's own gradient (`jax.vjp` of
+`lax.conv_general_dilated`):
 
   * `xla`: JAX's rule (a b01f x b01f correlation).
   * `swapped`: the project's custom VJP (`unroll.models.blocks`): channels as the batch, images as

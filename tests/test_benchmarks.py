@@ -1,4 +1,4 @@
-"""benchmarks.profile_step's classification of compiled HLO instructions by what they compute."""
+"""Benchmarks: the profile's classification of compiled HLO instructions, and the GPU check's imports."""
 
 import jax
 import jax.numpy as jnp
@@ -21,3 +21,26 @@ def test_profile_classifies_convolutions_ffts_reductions_and_transcendentals():
     assert set(_classify_hlo(jax.jit(jnp.exp).lower(x).compile().as_text()).values()) & {
         "convolution", "fft", "reduce"} == set()
     assert "elementwise: exp/log" in set(_classify_hlo(jax.jit(jnp.exp).lower(x).compile().as_text()).values())
+
+
+def test_gpu_check_runs_without_grain_and_dm_pix():
+    """The GPU machine has neither grain nor dm-pix: gpu_check's modules must import and take a
+    train step without them (a subprocess in which importing either fails)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+for name in ("grain", "dm_pix"):
+    sys.modules[name] = None  # any import of them now raises ImportError
+import dataclasses
+import benchmarks.gpu_check
+from benchmarks.train_step import measure
+from unroll.config import Config
+config = dataclasses.replace(Config(), stages=1, scales=1, kernel_rcabs=0, image_rcabs=0, features=4,
+                             kernel_features=4, kernel_size=5, patch_size=16, batch_size=1, steps=1)
+print(measure(config, repeats=1)["step_s"] > 0)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "True"
