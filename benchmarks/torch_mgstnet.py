@@ -1,7 +1,7 @@
 """Train-step throughput of MGSTNet in eager PyTorch next to the JAX trainer's jitted step.
 
     pip install torch==2.13.0   # CPU wheel; a benchmark-only dependency, not in requirements.txt
-    python -m benchmarks.torch_mgstnet [--configs=demo,paper] [--repeats=5] [--paper_batch=1]
+    python -m benchmarks.torch_mgstnet [--configs=demo,paper] [--repeats=5] [--paper_batch=1] [--remat]
 
 The PyTorch network below mirrors unroll.models.mgstnet layer for layer (same module names, so the
 JAX parameters load into it with `load_state_dict(strict=True)`), plus the FFT blur with symmetric
@@ -509,6 +509,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no_check", action="store_true",
                         help="skip the torch-vs-jax loss comparison (one extra JAX compile)")
+    parser.add_argument("--remat", action="store_true",
+                        help="JAX step with per-stage remat, as the paper flagfiles train (on this "
+                             "CPU it is faster at the paper size); PyTorch keeps every activation")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
@@ -524,7 +527,7 @@ def main():
         config = dataclasses.replace(Config(), **overrides)
         t = measure_torch(config, args.repeats, not args.no_check)
         log(f"{name}: jax")
-        j = measure(config, args.repeats)
+        j = measure(dataclasses.replace(config, remat=args.remat), args.repeats)
         log(f"{name}: done")
         assert j["num_params"] == t["num_params"]
         results[name] = {"batch_shape": j["batch_shape"], "num_params": t.pop("num_params"),
