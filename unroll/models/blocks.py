@@ -94,10 +94,12 @@ def conv(in_features: int, out_features: int, kernel_size: int = 3, *, gain: flo
 #
 # JAX differentiates a convolution into convolutions with other dimension labels (the input gradient
 # takes the kernel as 01oi, the kernel gradient is a b01f x b01f correlation). Unrolled, XLA:CPU
-# transposes their operands so that its fast (Eigen) convolution applies; inside a `while` loop it
-# does not, and falls back to a generic loop nest: the backward pass of MGSTNet's scan over its
-# stages was 12x slower than the unrolled stages. Here the two gradients are computed as forward
-# convolutions of explicitly transposed operands, which XLA keeps in its fast path everywhere.
+# transposes their operands so that its fast convolution applies; inside a `while` loop it does
+# not, and falls back to a generic loop nest: the demo train step, a scan over the stages, takes
+# 3.6 s instead of 0.3 s (benchmarks.train_step --conv_grad=xla). Here the two gradients are
+# computed as forward convolutions of explicitly transposed operands, which XLA keeps in its fast
+# path everywhere, and 1x1 convolutions are dots. See the README's benchmarks section for what
+# is still slower than PyTorch (the weight gradient).
 #
 # A custom_vjp has no forward mode: jax.jvp / linearize / jacfwd of a network need JAX's own rules,
 # switched on at trace time by `forward_mode_convolutions()` (unroll.studies does this itself).
