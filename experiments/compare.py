@@ -11,8 +11,10 @@ first-level width when it is given, else --features.
 
 An equal wall-clock budget: `--model_steps=madn:N,...` trains a model for N steps instead of --steps
 (its final learning-rate phase scaled to the same fraction), N chosen from each model's measured
-seconds per step. `classical` in --models adds the L0 blind solver (`unroll.classical.l0`, kernel on
-the luminance, then the non-blind step per channel; no training) on the same test images. With class
+seconds per step; `--model_learning_rates=madn:LR,...` gives a model its own learning rate (a
+baseline that diverges at the shared one, at its paper's rate). `classical` in --models adds the L0
+blind solver (`unroll.classical.l0`, kernel on the luminance, then the non-blind step per channel;
+no training) on the same test images. With class
 subfolders in the test set, compare.md also gets a per-class PSNR table.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 from absl import app, flags
@@ -43,31 +46,50 @@ flags.DEFINE_list("noise_levels", ["0", "0.001"], "noise standard deviations (tr
 flags.DEFINE_integer("baseline_features", 0, "first-level width of the baselines (0: --features)")
 flags.DEFINE_list("model_steps", [], "MODEL:STEPS,...: train these models for STEPS instead of --steps "
                   "(an equal wall-clock budget)")
+flags.DEFINE_list("model_learning_rates", [], "MODEL:LR,...: train these models at LR instead of "
+                  "--learning_rate (--final_learning_rate scaled alike), e.g. a baseline at its paper's rate")
 
 COLUMNS = ("model", "noise", "interpretable", "estimates_kernel", "num_params", "psnr", "ssim", "rmse",
-           "psnr_input", "psnr_q1", "psnr_median", "psnr_q3", "kernel_mnc", "step", "train_seconds")
+           "psnr_input", "psnr_q1", "psnr_median", "psnr_q3", "kernel_mnc", "step", "learning_rate",
+           "train_seconds")
 
 
 CLASSICAL = "classical"
 
 
-def parse_model_steps(items) -> dict[str, int]:
-    """["madn:5000", ...] -> {"madn": 5000}; a malformed item is a ConfigError naming the flag."""
-    steps = {}
+def _parse_model_values(items, flag: str, what: str, cast) -> dict:
+    """["madn:5000", ...] -> {"madn": cast("5000")}; a malformed item is a ConfigError naming the flag."""
+    values = {}
     for item in items:
-        model, _, n = item.partition(":")
-        if model not in MODELS or not n.isdigit() or int(n) < 1:
-            raise ConfigError(f"--model_steps: {item!r} is not MODEL:STEPS with MODEL one of "
-                              f"{', '.join(MODELS)} and STEPS a positive integer")
-        steps[model] = int(n)
-    return steps
+        model, _, text = item.partition(":")
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if model not in MODELS or value is None or not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"--{flag}: {item!r} is not MODEL:{what} with MODEL one of "
+                              f"{', '.join(MODELS)} and {what} a positive {cast.__name__}")
+        values[model] = value
+    return values
+
+
+def parse_model_steps(items) -> dict[str, int]:
+    """["madn:5000", ...] -> {"madn": 5000}."""
+    return _parse_model_values(items, "model_steps", "STEPS", int)
+
+
+def parse_model_learning_rates(items) -> dict[str, float]:
+    """["madn:1e-4", ...] -> {"madn": 1e-4}."""
+    return _parse_model_values(items, "model_learning_rates", "LR", float)
 
 
 def make_runs(base: Config, models, noise_levels, baseline_features: int = 0,
-              model_steps: dict[str, int] | None = None):
-    """(model, noise, config) per run; everything but the model (its width, and its steps in
-    `model_steps`) equals `base`. `classical` runs carry `base` as it is (no network)."""
-    model_steps = model_steps or {}
+              model_steps: dict[str, int] | None = None,
+              model_learning_rates: dict[str, float] | None = None):
+    """(model, noise, config) per run; everything but the model (its width, its steps in
+    `model_steps` and its learning rate in `model_learning_rates`) equals `base`. `classical` runs
+    carry `base` as it is (no network)."""
+    model_steps, model_learning_rates = model_steps or {}, model_learning_rates or {}
     if model_steps and not base.steps:
         raise ConfigError("--model_steps needs a step budget (--steps), not --epochs")
     runs = []
@@ -84,6 +106,10 @@ def make_runs(base: Config, models, noise_levels, baseline_features: int = 0,
             if model in model_steps:
                 n = model_steps[model]
                 changes.update(steps=n, final_lr_steps=round(base.final_lr_steps * n / base.steps))
+            if model in model_learning_rates:
+                lr = model_learning_rates[model]
+                changes.update(learning_rate=lr,
+                               final_learning_rate=base.final_learning_rate * lr / base.learning_rate)
             runs.append((model, noise, dataclasses.replace(base, **changes).validate()))
     return runs
 
@@ -134,17 +160,18 @@ def _fmt(v, digits):
 def markdown(rows: list[dict], noise_levels, base: Config) -> str:
     budget = f"{base.steps} steps" if base.steps else f"{base.epochs} epochs"
     lines = ["# MGSTNet against the CNN baselines (paper Table VI)\n",
-             f"Same data and seed for every model; budget {budget} unless the steps column says "
-             f"otherwise, batch {base.batch_size}, patch {base.patch_size}, blur sigma in "
+             f"Same data and seed for every model; budget {budget} and learning rate "
+             f"{base.learning_rate:g} unless the steps and lr columns say otherwise, "
+             f"batch {base.batch_size}, patch {base.patch_size}, blur sigma in "
              f"[{base.sigma_min}, {base.sigma_max}]. PSNR / SSIM / RMSE (0-255) / kernel MNC on the test "
              "set; train minutes as measured.\n"]
-    header = ["model", "interpretable", "kernel", "parameters", "steps", "train min"]
+    header = ["model", "interpretable", "kernel", "parameters", "steps", "lr", "train min"]
     header += [f"noise {n}: PSNR / SSIM / RMSE / MNC" for n in noise_levels]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     models = list(dict.fromkeys(r["model"] for r in rows))
     inputs = {n: next(r for r in rows if r["noise"] == n) for n in noise_levels}  # same test images
-    lines.append("| blurred input | - | - | - | - | - | " + " | ".join(
+    lines.append("| blurred input | - | - | - | - | - | - | " + " | ".join(
         f"{_fmt(inputs[n]['psnr_input'], 2)} / {_fmt(inputs[n]['ssim_input'], 4)} / "
         f"{_fmt(inputs[n]['rmse_input'], 3)} / -" for n in noise_levels) + " |")
     for model in models:
@@ -154,7 +181,9 @@ def markdown(rows: list[dict], noise_levels, base: Config) -> str:
         cells = [model, "yes" if any_row["interpretable"] else "no",
                  "yes" if any_row["estimates_kernel"] else "no",
                  f"{any_row['num_params'] / 1e6:.3f}M" if any_row["num_params"] else "-",
-                 str(any_row.get("step") or "-"), _fmt(minutes / 60 if minutes else None, 1)]
+                 str(any_row.get("step") or "-"),
+                 f"{any_row['learning_rate']:g}" if any_row.get("learning_rate") else "-",
+                 _fmt(minutes / 60 if minutes else None, 1)]
         cells += [f"{_fmt(mine[n]['psnr'], 2)} / {_fmt(mine[n]['ssim'], 4)} / {_fmt(mine[n]['rmse'], 3)}"
                   f" / {_fmt(mine[n].get('kernel_mnc'), 3)}" for n in noise_levels]
         lines.append("| " + " | ".join(cells) + " |")
@@ -183,12 +212,13 @@ def _per_class_input(run_dir: Path) -> dict[str, float]:
 
 
 def compare(base: Config, models, noise_levels, workdir, baseline_features: int = 0,
-            model_steps: dict[str, int] | None = None) -> list[dict]:
+            model_steps: dict[str, int] | None = None,
+            model_learning_rates: dict[str, float] | None = None) -> list[dict]:
     from unroll import plots, train
     from unroll.models import registry
 
     workdir = Path(workdir)
-    runs = make_runs(base, models, noise_levels, baseline_features, model_steps)
+    runs = make_runs(base, models, noise_levels, baseline_features, model_steps, model_learning_rates)
     rows = []
     for model, noise, config in runs:
         run_dir = workdir / model / f"noise={noise}"
@@ -199,7 +229,8 @@ def compare(base: Config, models, noise_levels, workdir, baseline_features: int 
             results = train.finished_or_train(config, run_dir, f"{model} (noise {noise})")
             spec = registry.spec(model)
             kind = {"interpretable": spec.interpretable, "estimates_kernel": spec.estimates_kernel}
-        rows.append({**results, "model": model, "noise": noise, **kind, "run_dir": run_dir})
+        rows.append({**results, "model": model, "noise": noise, **kind, "run_dir": run_dir,
+                     "learning_rate": None if model == CLASSICAL else config.learning_rate})
     with open(workdir / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
@@ -224,7 +255,7 @@ def run(argv):
     if not FLAGS.models or not noise_levels:
         raise ConfigError("--models and --noise_levels must not be empty")
     compare(base, FLAGS.models, noise_levels, FLAGS.workdir, FLAGS.baseline_features,
-            parse_model_steps(FLAGS.model_steps))
+            parse_model_steps(FLAGS.model_steps), parse_model_learning_rates(FLAGS.model_learning_rates))
 
 
 def main(argv):

@@ -35,6 +35,7 @@ def test_compare_two_models_two_noise_levels(tmp_path):
     assert rows[2]["psnr_input"] < rows[0]["psnr_input"]
     md = (tmp_path / "compare.md").read_text()
     assert "| mgstnet | yes | yes |" in md and "| mtwdn | no | no |" in md
+    assert f"| {TINY.learning_rate:g} |" in md  # the lr column
     assert "noise 0.01: PSNR / SSIM / RMSE" in md
     for noise in (0.0, 0.01):
         assert (tmp_path / f"psnr_boxplot_noise={noise}.png").stat().st_size > 1000
@@ -48,6 +49,17 @@ def test_model_steps_give_a_model_its_own_budget():
     for bad in (["madn"], ["madn:x"], ["unet:5"], ["madn:0"]):
         with pytest.raises(ConfigError, match="--model_steps"):
             compare.parse_model_steps(bad)
+
+
+def test_model_learning_rates_give_a_model_its_own_rate():
+    base = TINY.__class__(**{**TINY.to_dict(), "learning_rate": 1e-3, "final_learning_rate": 1e-4})
+    runs = compare.make_runs(base, ["mgstnet", "madn"], [0.0],
+                             model_learning_rates=compare.parse_model_learning_rates(["madn:2e-4"]))
+    assert [(c.learning_rate, c.final_learning_rate) for *_, c in runs] == [(1e-3, 1e-4),
+                                                                             (2e-4, pytest.approx(2e-5))]
+    for bad in (["madn"], ["madn:fast"], ["unet:1e-4"], ["madn:0"], ["madn:-1e-4"], ["madn:nan"], ["madn:inf"]):
+        with pytest.raises(ConfigError, match="--model_learning_rates"):
+            compare.parse_model_learning_rates(bad)
 
 
 def test_classical_row_and_per_class_table(tmp_path):

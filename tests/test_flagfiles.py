@@ -11,7 +11,7 @@ from unroll.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS_DIR = ROOT / "experiments" / "flags"
 # Flags of entry points other than the Config fields (experiments.compare's).
-ENTRY_POINT_FLAGS = {"models", "noise_levels", "baseline_features", "model_steps"}
+ENTRY_POINT_FLAGS = {"models", "noise_levels", "baseline_features", "model_steps", "model_learning_rates"}
 
 
 def read_flagfile(path: Path) -> dict[str, str]:
