@@ -510,8 +510,8 @@ def main():
     parser.add_argument("--no_check", action="store_true",
                         help="skip the torch-vs-jax loss comparison (one extra JAX compile)")
     parser.add_argument("--remat", action="store_true",
-                        help="JAX step with per-stage remat, as the paper flagfiles train (on this "
-                             "CPU it is faster at the paper size); PyTorch keeps every activation")
+                        help="JAX step with per-stage remat, as the paper flagfiles train; PyTorch "
+                             "keeps every activation")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
