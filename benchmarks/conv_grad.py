@@ -8,8 +8,10 @@ GFLOP/s by 2 N H W 9 Cin Cout) with its largest difference from XLA's own gradie
 `lax.conv_general_dilated`):
 
   * `xla`: JAX's rule (a b01f x b01f correlation).
-  * `swapped`: the project's custom VJP (`unroll.models.blocks`): channels as the batch, images as
-    features, dy as an image-sized kernel.
+  * `project`: the project's custom VJP (`unroll.models.blocks`): one 1-D convolution over the
+    rows, x stacked three times (shifted by a column) along the batch, (column, image) as features.
+  * `swapped`: the custom VJP before it: one 2-D correlation with x's channels as the batch, the
+    images as features and dy as an image-sized kernel.
   * `shifted_dots`: one GEMM per kernel tap, x's shifted window^T @ dy, contraction over N H W.
   * `im2col`: the nine windows side by side, one [9 Cin, NHW] @ [NHW, Cout] GEMM.
   * `blocked_im2col`: the same with the N H W contraction split into row blocks (a batched GEMM,
@@ -46,9 +48,16 @@ def dw_xla(x, w, dy):
     return jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]
 
 
-def dw_swapped(x, w, dy):
+def dw_project(x, w, dy):
     return jax.vjp(lambda w: blocks.conv_general_dilated(x, w, (1, 1), PAD, dimension_numbers=NHWC),
                    w)[1](dy)[0]
+
+
+def dw_swapped(x, w, dy):
+    xt = jnp.transpose(x, (3, 1, 2, 0))  # [Cin, H, W, N]: channels as the batch, images as features
+    dw = jax.lax.conv_general_dilated(xt, jnp.transpose(dy, (1, 2, 0, 3)), (1, 1), PAD,
+                                      dimension_numbers=NHWC)
+    return jnp.transpose(dw, (1, 2, 0, 3))
 
 
 def dx_project(x, w, dy):
@@ -87,7 +96,7 @@ def dw_blocked_im2col(x, w, dy, block: int = 4096):
     return partial.sum(0).reshape(3, 3, cin, -1)
 
 
-FORMULATIONS = {"xla": dw_xla, "swapped": dw_swapped, "shifted_dots": dw_shifted_dots,
+FORMULATIONS = {"xla": dw_xla, "project": dw_project, "swapped": dw_swapped, "shifted_dots": dw_shifted_dots,
                 "im2col": dw_im2col, "blocked_im2col": dw_blocked_im2col}
 
 

@@ -44,3 +44,18 @@ print(measure(config, repeats=1)["step_s"] > 0)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_conv_grad_formulations_agree_with_jax():
+    """Every weight-gradient formulation that benchmarks.conv_grad times (the project's custom VJP
+    among them) equals JAX's own gradient on a small batch."""
+    from benchmarks import conv_grad
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 12, 10, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 5)), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((2, 12, 10, 5)), jnp.float32)
+    reference = np.asarray(conv_grad.dw_xla(x, w, dy))
+    for name, fn in conv_grad.FORMULATIONS.items():
+        np.testing.assert_allclose(np.asarray(jax.jit(fn)(x, w, dy)), reference, rtol=1e-4,
+                                   atol=1e-4 * np.abs(reference).max(), err_msg=name)
