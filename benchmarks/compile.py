@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import json
 
-from unroll import train
+from unroll import hostmem, train
 from unroll.config import Config
 
 
@@ -35,4 +35,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.ops import time_ms
+from unroll import hostmem
 from unroll.models import blocks
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -162,4 +163,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

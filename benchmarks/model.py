@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unroll import kernels, losses, ops
+from unroll import hostmem, kernels, losses, ops
 from unroll.models import MGSTNet
 
 
@@ -155,4 +155,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import kernels, ops, shrinkage, steps
+from unroll import hostmem, kernels, ops, shrinkage, steps
 
 
 def time_ms(fn, *args, repeats: int = 10) -> float:
@@ -113,4 +113,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import data, kernels
+from unroll import data, hostmem, kernels
 from unroll.config import Config
 from unroll.inference import deblur, tiling
 from unroll.inference.model import Model
@@ -140,4 +140,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

@@ -37,7 +37,7 @@ from flax import nnx
 from torch import nn
 
 from benchmarks.train_step import CONFIGS, measure, synthetic_batch
-from unroll import losses
+from unroll import hostmem, losses
 from unroll.config import Config
 from unroll.models import registry
 from unroll.models.blocks import REDUCTION, scale_widths
@@ -519,7 +519,8 @@ def main():
                "cores": cores, "torch_threads": torch.get_num_threads(),
                "torch_interop_threads": torch.get_num_interop_threads(),
                "jax_devices": jax.device_count(), "jax_platform": jax.devices()[0].platform,
-               "xla_flags": os.environ.get("XLA_FLAGS", "")}
+               "xla_flags": os.environ.get("XLA_FLAGS", ""),
+               "host_memory_tuned": not jax.config.read("jax_cpu_enable_async_dispatch")}
     for name in args.configs.split(","):
         overrides = dict(CONFIGS[name], steps=1)
         if name == "paper":
@@ -537,4 +538,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

@@ -5,7 +5,9 @@
 
 Prints one JSON object with, per configuration: batch shape, parameter count, compile seconds,
 images per second (median step time over `repeats`, after compilation) and the achieved GFLOP/s (XLA's
-FLOP count of the compiled step over its time). "demo" is
+FLOP count of the compiled step over its time) and the minor page faults per step;
+`host_memory_tuned` says whether unroll.hostmem.configure() ran (UNROLL_MALLOC_TUNING=0: it does
+not). "demo" is
 experiments/flags/demo.flags; "paper" is the paper's network (3 stages, 3 scales, 2+2 RCABs, 64
 features) on 256x256 crops.
 """
@@ -15,13 +17,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import kernels, ops, train
+from unroll import hostmem, kernels, ops, train
 from unroll.config import Config
 from unroll.models import blocks, registry
 
@@ -81,16 +84,19 @@ def measure(config: Config, repeats: int) -> dict:
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(repeats):
         t0 = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
     step_s = float(np.median(times))
     return {"batch_shape": list(batch["blurred"].shape), "num_params": registry.num_params(state["params"]),
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "images_per_s": round(config.batch_size / step_s, 3), "gflop_per_step": round(flops / 1e9, 2),
-            "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat, "bf16": config.bf16}
+            "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat, "bf16": config.bf16,
+            "page_faults_per_step": round(faults)}
 
 
 def main():
@@ -107,7 +113,8 @@ def main():
     args = parser.parse_args()
     if args.conv_grad == "xla":
         blocks._custom_vjp_backend = lambda: False  # what other backends get
-    results = {"devices": jax.device_count(), "platform": jax.devices()[0].platform}
+    results = {"devices": jax.device_count(), "platform": jax.devices()[0].platform,
+               "host_memory_tuned": not jax.config.read("jax_cpu_enable_async_dispatch")}
     for name in args.configs.split(","):
         for model in args.models.split(","):
             overrides = dict(CONFIGS[name], model=model, remat=args.remat, bf16=args.bf16, steps=1)
@@ -119,4 +126,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()

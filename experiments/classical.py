@@ -38,6 +38,7 @@ from pathlib import Path
 from absl import app, flags
 
 from experiments.common import UsageError, run_reporting_user_errors
+from unroll import hostmem
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LEVIN = "../shared/data/levin2009"
@@ -344,4 +345,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     app.run(main)

@@ -35,6 +35,7 @@ from experiments.common import (
     no_positional_arguments,
     run_reporting_user_errors,
 )
+from unroll import hostmem
 from unroll.config import MODELS, Config, ConfigError
 
 define_config_flags()
@@ -263,4 +264,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     app.run(main)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments.common import FLAGS, no_positional_arguments, run_reporting_user_errors
+from unroll import hostmem
 
 flags.DEFINE_string("workdir", None, "trained workdir to export")
 flags.DEFINE_enum("name", None, ["aerial", "motion"], "name of the shipped model")
@@ -103,4 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     app.run(main)

@@ -26,6 +26,7 @@ from absl import app, flags
 
 from experiments import common
 from experiments.common import UsageError
+from unroll import hostmem
 
 FLAGS = flags.FLAGS
 common.define_config_flags()
@@ -217,4 +218,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     app.run(main)

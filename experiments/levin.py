@@ -47,6 +47,7 @@ from pathlib import Path
 from absl import app, flags
 
 from experiments.common import UsageError, run_reporting_user_errors
+from unroll import hostmem
 
 DEFAULT_LEVIN = "../shared/data/levin2009"
 
@@ -331,4 +332,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     app.run(main)
