@@ -18,31 +18,37 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
 import os
 import platform
 import sys
 
 ENV = "UNROLL_MALLOC_TUNING"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, <malloc.h>
+_ACCELERATORS = ("jax-cuda", "jax-rocm", "libtpu")  # plugin distributions: JAX would not run on the CPU
 
 
 def applies() -> bool:
-    """Whether `configure()` would change anything: Linux with glibc, not opted out."""
-    return (os.environ.get(ENV) != "0" and sys.platform == "linux"
-            and platform.libc_ver()[0] == "glibc")
+    """Whether `configure()` would change anything: Linux with glibc, not opted out, and JAX will
+    run on the CPU (JAX_PLATFORMS names no other backend, no accelerator plugin is installed).
+    Decided without starting JAX's backend, which jax.distributed.initialize() must come before."""
+    if os.environ.get(ENV) == "0" or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if os.environ.get("JAX_PLATFORMS", "").split(",")[0].strip() not in ("", "cpu"):
+        return False
+    return not any((dist.metadata["Name"] or "").lower().replace("_", "-").startswith(_ACCELERATORS)
+                   for dist in importlib.metadata.distributions())
 
 
 def configure() -> bool:
-    """Set up glibc and JAX as the module docstring says when JAX runs on the CPU; returns whether
-    it did. Call it before JAX starts its backend (before the first computation)."""
+    """Set up glibc and JAX as the module docstring says; returns whether it did. Call it before
+    the first computation (its JAX option is read when the CPU client starts)."""
     if not applies():
         return False
     import jax
 
-    # Read when the CPU client starts, so set before jax.default_backend() starts it; it only
-    # concerns the CPU client, so it is harmless where the backend turns out to be a GPU.
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    if jax.default_backend() != "cpu":
-        return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1))  # -1: never trim
+    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1)):  # -1: never trim
+        return False
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
