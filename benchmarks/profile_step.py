@@ -34,6 +34,7 @@ import time  # noqa: E402
 import jax  # noqa: E402
 
 from benchmarks.train_step import CONFIGS, build_step  # noqa: E402
+from unroll import hostmem  # noqa: E402
 from unroll.config import Config  # noqa: E402
 
 # Instructions whose events contain other events (their bodies are counted op by op).
@@ -177,4 +178,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hostmem.configure()  # reuse XLA:CPU's per-step buffers (unroll/hostmem.py)
     main()
