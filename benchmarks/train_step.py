@@ -5,7 +5,8 @@
 
 Prints one JSON object with, per configuration: batch shape, parameter count, compile seconds,
 images per second (median step time over `repeats`, after compilation) and the achieved GFLOP/s (XLA's
-FLOP count of the compiled step over its time) and the minor page faults per step;
+FLOP count of the compiled step over its time), and the minor page faults and kernel (system)
+CPU-seconds per step;
 `host_memory_tuned` says whether unroll.hostmem.configure() ran (UNROLL_MALLOC_TUNING=0: it does
 not). "demo" is
 experiments/flags/demo.flags; "paper" is the paper's network (3 stages, 3 scales, 2+2 RCABs, 64
@@ -84,19 +85,21 @@ def measure(config: Config, repeats: int) -> dict:
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times = []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(repeats):
         t0 = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults = (after.ru_minflt - before.ru_minflt) / repeats
+    system_s = (after.ru_stime - before.ru_stime) / repeats
     step_s = float(np.median(times))
     return {"batch_shape": list(batch["blurred"].shape), "num_params": registry.num_params(state["params"]),
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "images_per_s": round(config.batch_size / step_s, 3), "gflop_per_step": round(flops / 1e9, 2),
             "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat, "bf16": config.bf16,
-            "page_faults_per_step": round(faults)}
+            "page_faults_per_step": round(faults), "system_s_per_step": round(system_s, 3)}
 
 
 def main():

@@ -1,5 +1,5 @@
 """unroll.hostmem.configure(): the demo train step's freed buffers are reused without page faults,
-against the same process and step before it (glibc's and JAX's defaults)."""
+against the same step in a process with glibc's and JAX's defaults."""
 
 import os
 import subprocess
@@ -11,15 +11,14 @@ from unroll import hostmem
 
 pytestmark = pytest.mark.skipif(not hostmem.applies(), reason="not Linux with glibc")
 
-# The demo configuration's train step, one stage (about 100 MB of temporaries, above glibc's largest
-# mmap threshold of 32 MB): the fewest page faults of one warm step, with configure() or without.
+# The demo configuration's train step, one stage (temporaries above glibc's largest mmap threshold,
+# 32 MB): the fewest page faults of one warm step, with configure() or without.
 SCRIPT = """
 import dataclasses, resource, sys
 from unroll import hostmem
 tuned = hostmem.configure() if sys.argv[1] == "tune" else False
 import jax
 from benchmarks import train_step as T
-from unroll import hostmem
 from unroll.config import Config
 
 config = dataclasses.replace(Config(), **dict(T.CONFIGS["demo"], stages=1, steps=1))

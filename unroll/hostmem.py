@@ -3,9 +3,9 @@
 XLA:CPU allocates each execution's temporary buffer afresh and frees it at the end: about 250 MB
 for the demo train step, several GB at the paper size. By default it runs the execution on a worker
 thread, whose glibc arena serves blocks this large with mmap and gives them back with munmap, so
-every step faults its whole working set in again: 63 000-79 000 page faults per demo step, 1.1-1.3
-million per paper step, 3-7 CPU-seconds of kernel time per paper step on the 2-core VM the README's
-figures come from (`benchmarks.train_step` records them).
+every step faults its whole working set in again: about 79 000 page faults per demo step and 1.3
+million per paper step, seconds of kernel time per paper step on the 2-core VM the README's figures
+come from (`benchmarks.train_step` reports both per step).
 
 `configure()` runs executions on the calling thread (JAX's synchronous CPU dispatch) and tells glibc
 never to mmap a block nor give the heap's top back: the main thread's heap then keeps the freed

@@ -156,9 +156,11 @@ def _weight_gradient(xt, dy, padding, window, precision):
 
     The column shift b cannot be a spatial offset of a convolution whose features are the pixels,
     so x is stacked kw times, shifted by b, along the batch: rows are the spatial axis (window H',
-    output kh taps), (column, image) the features, dy [H', (W', N), O] the kernel. XLA:CPU runs
-    this as one GEMM with a contraction of H' x W' x N, at 2-3x the speed of the 2-D correlation
-    with an image-sized window and one feature (benchmarks.conv_grad: 56 -> 40 ms at 256x256x64).
+    output kh taps), (column, image) the features, dy [H', (W', N), O] the kernel: one GEMM-shaped
+    contraction of H' x W' x N. At the paper's sizes XLA:CPU runs it at about twice the speed of
+    the 2-D correlation with an image-sized window and one feature that it replaces
+    (benchmarks.conv_grad, `project` against `swapped`: 60 -> 31 ms at 256x256x64, 19 -> 9.5 ms
+    at 128x128x96; at 64x64 the two are within 15 %).
     """
     (top, bottom), (left, right) = padding
     kh, kw = window
