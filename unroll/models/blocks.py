@@ -28,6 +28,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 # RCAN's channel-attention reduction ratio. Narrow features keep at least one hidden channel
@@ -132,27 +133,32 @@ def _plain_conv(x, w, padding, precision, preferred_element_type):
 
 
 def _plain_conv_fwd(x, w, padding, precision, preferred_element_type):
-    # x is kept channels-first, the layout the weight gradient reads: transposed here, next to its
-    # producer, rather than in the backward pass after a dynamic slice of the scan's stacked
-    # residuals, where XLA:CPU ran the transpose several times slower (paper step 11.1 -> 10.4 s).
-    return _conv(x, w, padding, precision, preferred_element_type), (jnp.transpose(x, (3, 1, 2, 0)), w)
+    # x is kept channels-first and already padded, the layout the weight gradient reads: transposed
+    # and padded here, in one pass next to its producer, rather than in the backward pass after a
+    # dynamic slice of the scan's stacked residuals, where XLA:CPU ran the transpose several times
+    # slower (paper step 11.1 -> 10.4 s) and the pad was a pass of its own.
+    (top, bottom), (left, right) = padding
+    xp = jax.lax.pad(jnp.transpose(x, (3, 1, 2, 0)), jnp.zeros((), x.dtype),
+                     ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+    return _conv(x, w, padding, precision, preferred_element_type), (xp, w)
 
 
 def _plain_conv_bwd(padding, precision, preferred_element_type, residuals, dy):
-    xt, w = residuals
+    xp, w = residuals
     (top, bottom), (left, right) = padding
     kh, kw = w.shape[:2]
-    dy = dy.astype(xt.dtype)
+    dy = dy.astype(xp.dtype)
     # dx: dy correlated with the flipped kernel, input and output channels swapped.
     flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
     dx = _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
                precision)
-    return dx.astype(xt.dtype), _weight_gradient(xt, dy, padding, (kh, kw), precision).astype(w.dtype)
+    return dx.astype(xp.dtype), _weight_gradient(xp, dy, kw, precision).astype(w.dtype)
 
 
-def _weight_gradient(xt, dy, padding, window, precision):
-    """dw[a, b, i, o] = sum_{n,p,q} x_pad[n, p + a, q + b, i] dy[n, p, q, o], for x channels-first
-    (xt: [C, H, W, N]) and dy [N, H', W', O], as one 1-D convolution over the rows.
+def _weight_gradient(xp, dy, kw, precision):
+    """dw[a, b, i, o] = sum_{n,p,q} x_pad[n, p + a, q + b, i] dy[n, p, q, o], for x padded and
+    channels-first (xp: [C, H + pad, W + pad, N]) and dy [N, H', W', O], as one 1-D convolution over
+    the rows (kh = H + pad - H' + 1 taps).
 
     The column shift b cannot be a spatial offset of a convolution whose features are the pixels,
     so x is stacked kw times, shifted by b, along the batch: rows are the spatial axis (window H',
@@ -162,14 +168,11 @@ def _weight_gradient(xt, dy, padding, window, precision):
     (benchmarks.conv_grad, `project` against `swapped`: 60 -> 31 ms at 256x256x64, 19 -> 9.5 ms
     at 128x128x96; at 64x64 the two are within 15 %).
     """
-    (top, bottom), (left, right) = padding
-    kh, kw = window
-    c, _, _, n = xt.shape
+    c, hp, _, n = xp.shape
     _, h_out, w_out, o = dy.shape
-    xp = jax.lax.pad(xt, jnp.zeros((), xt.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0),
-                                                      (0, 0, 0)))
+    kh = hp - h_out + 1
     shifted = jnp.stack([xp[:, :, b:b + w_out] for b in range(kw)])  # [kw, C, H + pad, W', N]
-    lhs = shifted.reshape(kw * c, xp.shape[1], w_out * n)
+    lhs = shifted.reshape(kw * c, hp, w_out * n)
     rhs = jnp.transpose(dy, (1, 2, 0, 3)).reshape(h_out, w_out * n, o)
     dw = jax.lax.conv_general_dilated(lhs, rhs, (1,), "VALID", dimension_numbers=("NHC", "HIO", "NHC"),
                                       precision=precision)  # [kw * C, kh, O]
@@ -254,18 +257,67 @@ class RCABs(nnx.Module):
         return x
 
 
+def halve(x, axis: int):
+    """`jax.image.resize(..., "bilinear")` to half the (even) length of `axis`, as a 4-tap stencil.
+
+    The resize's antialiased triangle filter, widened by 2, puts weights (1, 3, 3, 1) / 8 on inputs
+    2j-1 .. 2j+2 for output j; at the two ends the tap outside the image is dropped and the rest
+    renormalised ((3, 3, 1) / 7). Same values as the resize, which contracts a dense
+    [n/2, n] weight matrix per axis: O(n) times more work, plus transposes in the backward pass.
+
+    >>> halve(jnp.arange(8.0), 0)
+    Array([0.71428573, 2.5       , 4.5       , 6.2857146 ], dtype=float32)
+    """
+    n = x.shape[axis]
+    if n % 2:
+        raise ValueError(f"halve needs an even length, got {n} along axis {axis}")
+    pairs = x.reshape(x.shape[:axis] + (n // 2, 2) + x.shape[axis + 1:])
+    even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)  # x[2j]
+    odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)   # x[2j + 1]
+    zero = jnp.zeros((), x.dtype)
+    prev = jax.lax.pad(odd, zero, [(1, -1, 0) if d == axis else (0, 0, 0) for d in range(x.ndim)])
+    after = jax.lax.pad(even, zero, [(-1, 1, 0) if d == axis else (0, 0, 0) for d in range(x.ndim)])
+    total = np.full(n // 2, 8.0)  # the weights inside the image, per output
+    total[0] -= 1
+    total[-1] -= 1
+    scale = jnp.asarray((1 / total).reshape((-1,) + (1,) * (x.ndim - axis - 1)), x.dtype)
+    return (prev + 3 * (even + odd) + after) * scale
+
+
+def double(x, axis: int):
+    """`jax.image.resize(..., "bilinear")` to twice the length of `axis`, as a 2-tap stencil.
+
+    Output 2k is 3/4 x[k] + 1/4 x[k-1], output 2k+1 is 3/4 x[k] + 1/4 x[k+1] (half-pixel centres);
+    at the ends the resize renormalises the one tap inside, which is edge replication.
+
+    >>> double(jnp.arange(3.0), 0)
+    Array([0.  , 0.25, 0.75, 1.25, 1.75, 2.  ], dtype=float32)
+    """
+    n = x.shape[axis]
+    padded = jnp.pad(x, [(1, 1) if d == axis else (0, 0) for d in range(x.ndim)], mode="edge")
+    prev = jax.lax.slice_in_dim(padded, 0, n, axis=axis)
+    after = jax.lax.slice_in_dim(padded, 2, n + 2, axis=axis)
+    out = jnp.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * after], axis=axis + 1)
+    return out.reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+
+
 class Resample(nnx.Module):
-    """Bilinear resize by `factor` (0.5 or 2) followed by a 1x1 convolution that changes the width."""
+    """Bilinear resize by `factor` (0.5 or 2) followed by a 1x1 convolution that changes the width.
+
+    The resize is `jax.image.resize`'s antialiased bilinear, computed by the stencils `halve` and
+    `double` (same values, a fraction of the work).
+    """
 
     def __init__(self, in_features: int, out_features: int, factor: float, *,
                  rngs: nnx.Rngs | Keys):
+        if factor not in (0.5, 2.0):
+            raise ValueError(f"factor must be 0.5 or 2, got {factor}")
         self.factor = factor
         self.proj = conv(in_features, out_features, 1, rngs=rngs)
 
     def __call__(self, x):
-        n, h, w, c = x.shape
-        size = (n, int(round(h * self.factor)), int(round(w * self.factor)), c)
-        return self.proj(jax.image.resize(x, size, "bilinear"))
+        resample = halve if self.factor == 0.5 else double
+        return self.proj(resample(resample(x, 1), 2))
 
 
 def scale_widths(features: int, scales: int) -> tuple[int, ...]:
