@@ -78,9 +78,20 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.Checkpoints, "save", original)
     assert _params(tmp_path / "killed", config)[0] == 3
     # As if killed later: a line of a step after the checkpoint, then a line cut short mid-write.
-    with open(tmp_path / "killed" / "log.jsonl", "a") as f:
+    log = tmp_path / "killed" / "log.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["step"] for e in entries] == [2] and 0 < entries[0]["train_seconds"] < 1000
+    entries[0]["train_seconds"] = 1000.0  # as if the killed run had trained for 1000 s
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    with open(log, "a") as f:
         f.write('{"step": 4, "loss": 99.0}\n{"step": 5, "lo')
     train.train_and_evaluate(config, tmp_path / "killed")
+    # Training time adds up over the runs of the command.
+    seconds = [e["train_seconds"] for e in map(json.loads, log.read_text().splitlines())
+               if "train_seconds" in e]
+    assert seconds[0] == 1000.0 and seconds == sorted(seconds) and len(seconds) == 3
+    whole, killed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "killed"))
+    assert 0 < whole["train_seconds"] < 1000 < killed["train_seconds"] < 1000 + 600
     logged = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert logged == [json.loads(line)["step"] for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
 

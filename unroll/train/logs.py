@@ -16,6 +16,7 @@ class ScalarLog:
     def __init__(self, workdir: Path, resume_step: int = 0):
         self.path = workdir / "log.jsonl"
         self.writer = None
+        self._latest = {}  # scalar -> its newest value among the lines kept
         if jax.process_index() == 0:
             self._keep_until(resume_step)
             try:
@@ -35,9 +36,14 @@ class ScalarLog:
                 continue
             if isinstance(entry, dict) and entry.get("step", step + 1) <= step:
                 kept.append(line + "\n")
+                self._latest.update(entry)
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(kept))
         tmp.replace(self.path)
+
+    def latest(self, name: str, default=None):
+        """The newest value of scalar `name` in the lines kept from an earlier run."""
+        return self._latest.get(name, default)
 
     def write(self, step: int, **scalars):
         if jax.process_index() != 0:

@@ -71,7 +71,11 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
     step = int(state["step"])
     log = ScalarLog(workdir, resume_step=step)
     progress = Progress(total_steps, "step", start=step, unit=" img/s")
-    t_last, images, loss_sum = time.perf_counter(), 0, 0.0
+    # Wall-clock seconds of training summed over every run of the command (logged, so a resumed
+    # run adds to what the killed ones spent; steps lost to a kill count once, when redone).
+    seconds_before = float(log.latest("train_seconds", 0.0)) if step else 0.0
+    t_start = t_last = time.perf_counter()
+    images, loss_sum = 0, 0.0
     while step < total_steps:
         batch = global_batch(next(train_iter), mesh)
         state, metrics = train_step(state, batch)
@@ -87,7 +91,8 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
             extra = {k: float(v) for k, v in metrics.items() if k not in ("loss", "grad_norm")}
             loss_mean = float(loss_sum) / (images // config.batch_size)
             log.write(step, loss=loss, loss_mean=loss_mean, grad_norm=float(metrics["grad_norm"]),
-                      learning_rate=float(schedule(step - 1)), images_per_s=rate, **extra)
+                      learning_rate=float(schedule(step - 1)), images_per_s=rate,
+                      train_seconds=round(seconds_before + time.perf_counter() - t_start, 1), **extra)
             progress.update(step, force=True, rate=rate, loss=loss_mean)
             t_last, images, loss_sum = time.perf_counter(), 0, 0.0
         evaluated = None
@@ -97,9 +102,11 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         if step % config.save_every == 0 or step == total_steps or evaluated is not None:
             checkpoints.save(step, state, train_iter.get_state(), config, metrics=evaluated)
 
+    train_seconds = round(seconds_before + time.perf_counter() - t_start, 1)
     results = evaluate(predict, distributed.local_copy(state["params"]), eval_set, config,
                        out_dir=workdir,
-                       extra={"num_params": registry.num_params(state["params"]), "step": step})
+                       extra={"num_params": registry.num_params(state["params"]), "step": step,
+                              "train_seconds": train_seconds})
     checkpoints.save(step, state, train_iter.get_state(), config, metrics=results)
     log.write(step, **{f"eval_{k}": results[k] for k in EVAL_SCALARS})
     log.close()
@@ -124,9 +131,7 @@ def finished_or_train(config: Config, workdir, name: str = "") -> dict:
             print(f"{name}: finished earlier, reusing {metrics_path}", file=sys.stderr)
             return done
     print(f"{name}: training {total} steps in {workdir}", file=sys.stderr)
-    t0 = time.perf_counter()
     results = train_and_evaluate(config, workdir)
-    results["train_seconds"] = round(time.perf_counter() - t0, 1)
     if distributed.is_primary():
         metrics_path.write_text(json.dumps(results, indent=1))
     return results
