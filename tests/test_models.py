@@ -467,16 +467,17 @@ def test_pointwise_convolutions_are_dots_on_cpu():
     assert "custom_vjp_call" in traced(((1, 1), (0, 0)))
 
 
-@pytest.mark.parametrize("size", [(2, 4), (6, 10), (16, 8)])
+@pytest.mark.parametrize("size", [(2, 4), (6, 10), (16, 8), (2, 1)])
 def test_resampling_stencils_equal_jax_image_resize(size):
     """blocks.halve / double (the encoder-decoder's x0.5 / x2) against jax.image.resize's
-    antialiased bilinear, ends included (length 2: both ends at one output), and their gradients
-    against the resize's."""
+    antialiased bilinear, ends included (length 2: both ends at one output), their gradients (the
+    custom adjoint stencils) against the resize's, and forward mode under the switch."""
     rng = np.random.default_rng(sum(size))
     x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)
     h, w = size
     cases = [(lambda x: blocks.halve(blocks.halve(x, 1), 2), (2, h // 2, w // 2, 3)),
              (lambda x: blocks.double(blocks.double(x, 1), 2), (2, 2 * h, 2 * w, 3))]
+    cases = cases[w % 2:]  # length 1: double only
     for stencil, shape in cases:
         def resize(x, shape=shape):
             return jax.image.resize(x, shape, "bilinear")
@@ -484,6 +485,12 @@ def test_resampling_stencils_equal_jax_image_resize(size):
         dy = jnp.asarray(rng.normal(size=shape), jnp.float32)
         np.testing.assert_allclose(jax.vjp(stencil, x)[1](dy)[0], jax.vjp(resize, x)[1](dy)[0],
                                    rtol=1e-5, atol=1e-5)
+        # The gradients are custom adjoint stencils: forward mode needs the switch.
+        with pytest.raises(TypeError, match="forward-mode"):
+            jax.jvp(stencil, (x,), (x,))
+        with blocks.forward_mode_convolutions():
+            np.testing.assert_allclose(jax.jvp(stencil, (x,), (x,))[1], resize(x),
+                                       rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="even length"):
         blocks.halve(jnp.ones((1, 5, 4, 1)), 1)
     with pytest.raises(ValueError, match="factor"):

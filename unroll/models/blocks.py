@@ -264,6 +264,8 @@ def halve(x, axis: int):
     2j-1 .. 2j+2 for output j; at the two ends the tap outside the image is dropped and the rest
     renormalised ((3, 3, 1) / 7). Same values as the resize, which contracts a dense
     [n/2, n] weight matrix per axis: O(n) times more work, plus transposes in the backward pass.
+    The gradient is the adjoint stencil (`_halve_adjoint`), not JAX's transpose of the pads and
+    slices, which XLA:CPU ran as chains of full-size pads and adds.
 
     >>> halve(jnp.arange(8.0), 0)
     Array([0.71428573, 2.5       , 4.5       , 6.2857146 ], dtype=float32)
@@ -271,34 +273,90 @@ def halve(x, axis: int):
     n = x.shape[axis]
     if n % 2:
         raise ValueError(f"halve needs an even length, got {n} along axis {axis}")
-    pairs = x.reshape(x.shape[:axis] + (n // 2, 2) + x.shape[axis + 1:])
-    even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)  # x[2j]
-    odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)   # x[2j + 1]
-    zero = jnp.zeros((), x.dtype)
-    prev = jax.lax.pad(odd, zero, [(1, -1, 0) if d == axis else (0, 0, 0) for d in range(x.ndim)])
-    after = jax.lax.pad(even, zero, [(-1, 1, 0) if d == axis else (0, 0, 0) for d in range(x.ndim)])
-    total = np.full(n // 2, 8.0)  # the weights inside the image, per output
-    total[0] -= 1
-    total[-1] -= 1
-    scale = jnp.asarray((1 / total).reshape((-1,) + (1,) * (x.ndim - axis - 1)), x.dtype)
-    return (prev + 3 * (even + odd) + after) * scale
+    return (_halve if _FORWARD_MODE.get() else _halve_vjp)(x, axis)
 
 
 def double(x, axis: int):
     """`jax.image.resize(..., "bilinear")` to twice the length of `axis`, as a 2-tap stencil.
 
     Output 2k is 3/4 x[k] + 1/4 x[k-1], output 2k+1 is 3/4 x[k] + 1/4 x[k+1] (half-pixel centres);
-    at the ends the resize renormalises the one tap inside, which is edge replication.
+    at the ends the resize renormalises the one tap inside, which is edge replication. The
+    gradient is the adjoint stencil (`_double_adjoint`).
 
     >>> double(jnp.arange(3.0), 0)
     Array([0.  , 0.25, 0.75, 1.25, 1.75, 2.  ], dtype=float32)
     """
+    return (_double if _FORWARD_MODE.get() else _double_vjp)(x, axis)
+
+
+def _shift(x, axis: int, by: int):
+    """x moved by `by` (+1 or -1) along `axis`, zero-filled: out[k] = x[k - by]."""
+    return jax.lax.pad(x, jnp.zeros((), x.dtype),
+                       [(by, -by, 0) if d == axis else (0, 0, 0) for d in range(x.ndim)])
+
+
+def _deinterleave(x, axis: int):
+    """x[2k] and x[2k + 1] along `axis`."""
+    pairs = x.reshape(x.shape[:axis] + (x.shape[axis] // 2, 2) + x.shape[axis + 1:])
+    return (jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False),
+            jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False))
+
+
+def _interleave(even, odd, axis: int):
+    """The inverse of `_deinterleave`."""
+    out = jnp.stack([even, odd], axis=axis + 1)
+    return out.reshape(even.shape[:axis] + (2 * even.shape[axis],) + even.shape[axis + 1:])
+
+
+def _halve_scale(n_out: int, ndim: int, axis: int, dtype):
+    """1 / (the stencil's weights inside the image) per output: 1/8, 1/7 at the two ends."""
+    total = np.full(n_out, 8.0)
+    total[0] -= 1
+    total[-1] -= 1
+    return jnp.asarray((1 / total).reshape((-1,) + (1,) * (ndim - axis - 1)), dtype)
+
+
+def _halve(x, axis: int):
+    even, odd = _deinterleave(x, axis)
+    scale = _halve_scale(even.shape[axis], x.ndim, axis, x.dtype)
+    return (_shift(odd, axis, 1) + 3 * (even + odd) + _shift(even, axis, -1)) * scale
+
+
+def _halve_adjoint(g, axis: int):
+    # x[2j] has weight 3 in output j and 1 in output j - 1; x[2j + 1] has 3 in j and 1 in j + 1.
+    s = g * _halve_scale(g.shape[axis], g.ndim, axis, g.dtype)
+    return _interleave(3 * s + _shift(s, axis, 1), 3 * s + _shift(s, axis, -1), axis)
+
+
+def _double(x, axis: int):
     n = x.shape[axis]
     padded = jnp.pad(x, [(1, 1) if d == axis else (0, 0) for d in range(x.ndim)], mode="edge")
     prev = jax.lax.slice_in_dim(padded, 0, n, axis=axis)
     after = jax.lax.slice_in_dim(padded, 2, n + 2, axis=axis)
-    out = jnp.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * after], axis=axis + 1)
-    return out.reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+    return _interleave(0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * after, axis)
+
+
+def _double_adjoint(g, axis: int):
+    # x[k] feeds outputs 2k, 2k + 1 (3/4 each), 2k + 2 and 2k - 1 (1/4 each); at the ends the
+    # replicated edge sends the outer output's quarter back to x[0] (from 2 * 0) and x[n - 1].
+    even, odd = _deinterleave(g, axis)
+    last = even.shape[axis] - 1
+    odd_before = jnp.concatenate([jax.lax.slice_in_dim(even, 0, 1, axis=axis),
+                                  jax.lax.slice_in_dim(odd, 0, last, axis=axis)], axis)
+    even_after = jnp.concatenate([jax.lax.slice_in_dim(even, 1, last + 1, axis=axis),
+                                  jax.lax.slice_in_dim(odd, last, last + 1, axis=axis)], axis)
+    return 0.75 * (even + odd) + 0.25 * (odd_before + even_after)
+
+
+def _linear_vjp(forward, adjoint):
+    """`forward` (linear in x, `axis` static) with `adjoint` as its reverse-mode rule."""
+    f = jax.custom_vjp(forward, nondiff_argnums=(1,))
+    f.defvjp(lambda x, axis: (forward(x, axis), None), lambda axis, _, g: (adjoint(g, axis),))
+    return f
+
+
+_halve_vjp = _linear_vjp(_halve, _halve_adjoint)
+_double_vjp = _linear_vjp(_double, _double_adjoint)
 
 
 class Resample(nnx.Module):
