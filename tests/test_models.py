@@ -419,7 +419,7 @@ def test_conv_gradients_equal_jax_convolution_gradients(kernel, padding):
     """blocks.conv_general_dilated (gradients as plain NHWC x HWIO convolutions, which XLA:CPU keeps
     fast inside the stage scan) against JAX's own convolution and its autodiff, inside a scan."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(3, 9, 8, 3)), jnp.float32)  # 3 images: 2 boundaries between
+    x = jnp.asarray(rng.normal(size=(3, 9, 8, 3)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(2, *kernel, 3, 3)), jnp.float32)  # two scan steps
     dn = ("NHWC", "HWIO", "NHWC")
 

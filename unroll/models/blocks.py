@@ -138,8 +138,8 @@ def _plain_conv_fwd(x, w, padding, precision, preferred_element_type):
     # dynamic slice of the scan's stacked residuals, where XLA:CPU ran the transpose several times
     # slower (paper step 11.1 -> 10.4 s) and the pad was a pass of its own.
     (top, bottom), (left, right) = padding
-    xp = jax.lax.pad(jnp.transpose(x, (3, 0, 1, 2)), jnp.zeros((), x.dtype),
-                     ((0, 0, 0), (0, 0, 0), (top, bottom, 0), (left, right, 0)))
+    xp = jax.lax.pad(jnp.transpose(x, (3, 1, 2, 0)), jnp.zeros((), x.dtype),
+                     ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
     return _conv(x, w, padding, precision, preferred_element_type), (xp, w)
 
 
@@ -157,26 +157,23 @@ def _plain_conv_bwd(padding, precision, preferred_element_type, residuals, dy):
 
 def _weight_gradient(xp, dy, kw, precision):
     """dw[a, b, i, o] = sum_{n,p,q} x_pad[n, p + a, q + b, i] dy[n, p, q, o], for x padded and
-    channels-first (xp: [C, N, H + pad, W + pad]) and dy [N, H', W', O], as one 1-D convolution
-    over the rows (kh = H + pad - H' + 1 taps).
+    channels-first (xp: [C, H + pad, W + pad, N]) and dy [N, H', W', O], as one 1-D convolution over
+    the rows (kh = H + pad - H' + 1 taps).
 
-    The column shift b cannot be a spatial offset of a convolution whose features are the columns,
-    so x is stacked kw times, shifted by b, along the batch: the images' rows, one image after the
-    other, are the spatial axis, the columns the features, and dy [N rows, W', O] the kernel, one
-    GEMM-shaped contraction of N x H' x W'. Between images dy gets kh - 1 zero rows, so that no
-    window reaches into the next image; dy keeps its own layout (no transpose), and x is transposed
-    once, in the forward pass. At the paper's sizes XLA:CPU runs this at about twice the speed of
+    The column shift b cannot be a spatial offset of a convolution whose features are the pixels,
+    so x is stacked kw times, shifted by b, along the batch: rows are the spatial axis (window H',
+    output kh taps), (column, image) the features, dy [H', (W', N), O] the kernel: one GEMM-shaped
+    contraction of H' x W' x N. At the paper's sizes XLA:CPU runs it at about twice the speed of
     the 2-D correlation with an image-sized window and one feature that it replaces
     (benchmarks.conv_grad, `project` against `swapped`: 60 -> 31 ms at 256x256x64, 19 -> 9.5 ms
     at 128x128x96; at 64x64 the two are within 15 %).
     """
-    c, n, hp, _ = xp.shape
+    c, hp, _, n = xp.shape
     _, h_out, w_out, o = dy.shape
     kh = hp - h_out + 1
-    shifted = jnp.stack([xp[..., b:b + w_out] for b in range(kw)])  # [kw, C, N, H + pad, W']
-    lhs = shifted.reshape(kw * c, n * hp, w_out)
-    window = (n - 1) * hp + h_out
-    rhs = jnp.pad(dy, ((0, 0), (0, kh - 1), (0, 0), (0, 0))).reshape(n * hp, w_out, o)[:window]
+    shifted = jnp.stack([xp[:, :, b:b + w_out] for b in range(kw)])  # [kw, C, H + pad, W', N]
+    lhs = shifted.reshape(kw * c, hp, w_out * n)
+    rhs = jnp.transpose(dy, (1, 2, 0, 3)).reshape(h_out, w_out * n, o)
     dw = jax.lax.conv_general_dilated(lhs, rhs, (1,), "VALID", dimension_numbers=("NHC", "HIO", "NHC"),
                                       precision=precision)  # [kw * C, kh, O]
     return jnp.transpose(dw.reshape(kw, c, kh, o), (2, 0, 1, 3))
