@@ -131,10 +131,7 @@ def finished_or_train(config: Config, workdir, name: str = "") -> dict:
             print(f"{name}: finished earlier, reusing {metrics_path}", file=sys.stderr)
             return done
     print(f"{name}: training {total} steps in {workdir}", file=sys.stderr)
-    results = train_and_evaluate(config, workdir)
-    if distributed.is_primary():
-        metrics_path.write_text(json.dumps(results, indent=1))
-    return results
+    return train_and_evaluate(config, workdir)  # its evaluation writes metrics.json
 
 
 def evaluate_checkpoint(config: Config, workdir, which: str = "latest") -> dict:
