@@ -9,7 +9,8 @@ GFLOP/s by 2 N H W 9 Cin Cout) with its largest difference from XLA's own gradie
 
   * `xla`: JAX's rule (a b01f x b01f correlation).
   * `project`: the project's custom VJP (`unroll.models.blocks`): one 1-D convolution over the
-    rows, x stacked three times (shifted by a column) along the batch, (column, image) as features.
+    rows, (column, image) as features, dy stacked three times (shifted by a column) along its
+    output features.
   * `swapped`: the custom VJP before it: one 2-D correlation with x's channels as the batch, the
     images as features and dy as an image-sized kernel.
   * `shifted_dots`: one GEMM per kernel tap, x's shifted window^T @ dy, contraction over N H W.

@@ -133,50 +133,51 @@ def _plain_conv(x, w, padding, precision, preferred_element_type):
 
 
 def _plain_conv_fwd(x, w, padding, precision, preferred_element_type):
-    # x is kept channels-first and already padded, the layout the weight gradient reads: transposed
-    # and padded here, in one pass next to its producer, rather than in the backward pass after a
-    # dynamic slice of the scan's stacked residuals, where XLA:CPU ran the transpose several times
-    # slower (paper step 11.1 -> 10.4 s) and the pad was a pass of its own.
-    (top, bottom), (left, right) = padding
-    xp = jax.lax.pad(jnp.transpose(x, (3, 1, 2, 0)), jnp.zeros((), x.dtype),
-                     ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
-    return _conv(x, w, padding, precision, preferred_element_type), (xp, w)
+    # x is kept channels-first, [C, H, (W, N)], the layout the weight gradient reads: transposed here,
+    # in one pass next to its producer, rather than in the backward pass after a dynamic slice of
+    # the scan's stacked residuals, where XLA:CPU ran the transpose several times slower.
+    n, h, wd, c = x.shape
+    xt = jnp.transpose(x, (3, 1, 2, 0)).reshape(c, h, wd * n)
+    return _conv(x, w, padding, precision, preferred_element_type), (xt, w)
 
 
 def _plain_conv_bwd(padding, precision, preferred_element_type, residuals, dy):
-    xp, w = residuals
+    xt, w = residuals
     (top, bottom), (left, right) = padding
     kh, kw = w.shape[:2]
-    dy = dy.astype(xp.dtype)
+    dy = dy.astype(xt.dtype)
     # dx: dy correlated with the flipped kernel, input and output channels swapped.
     flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
     dx = _conv(dy, flipped, ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
                precision)
-    return dx.astype(xp.dtype), _weight_gradient(xp, dy, kw, precision).astype(w.dtype)
+    return dx.astype(xt.dtype), _weight_gradient(xt, dy, padding, kw, precision).astype(w.dtype)
 
 
-def _weight_gradient(xp, dy, kw, precision):
-    """dw[a, b, i, o] = sum_{n,p,q} x_pad[n, p + a, q + b, i] dy[n, p, q, o], for x padded and
-    channels-first (xp: [C, H + pad, W + pad, N]) and dy [N, H', W', O], as one 1-D convolution over
-    the rows (kh = H + pad - H' + 1 taps).
+def _weight_gradient(xt, dy, padding, kw, precision):
+    """dw[a, b, i, o] = sum_{n,p,q} x_pad[n, p + a, q + b, i] dy[n, p, q, o], for x channels-first
+    (xt: [C, H, (W, N)]) and dy [N, H', W', O], as one 1-D convolution over the rows.
 
-    The column shift b cannot be a spatial offset of a convolution whose features are the pixels,
-    so x is stacked kw times, shifted by b, along the batch: rows are the spatial axis (window H',
-    output kh taps), (column, image) the features, dy [H', (W', N), O] the kernel: one GEMM-shaped
-    contraction of H' x W' x N. At the paper's sizes XLA:CPU runs it at about twice the speed of
-    the 2-D correlation with an image-sized window and one feature that it replaces
-    (benchmarks.conv_grad, `project` against `swapped`: 60 -> 31 ms at 256x256x64, 19 -> 9.5 ms
-    at 128x128x96; at 64x64 the two are within 15 %).
+    Rows are the spatial axis (x's row padding is the convolution's, window H', kh output taps),
+    (column, image) the contracted features, x's channels the batch. The column shift b cannot be
+    a spatial offset here, so dy is stacked kw times along its output features, the copy for b
+    shifted by b columns (zero-filled): dy_b[p, j, o] = dy[p, j + left - b, o], so that
+    sum_j x[i, p + a, j] dy_b[p, j, o] is tap (a, b) without ever padding x's columns. One GEMM-
+    shaped contraction of H' x W x N into [C, kh, kw O]. It replaced x padded and stacked kw times,
+    which inside the stage scan was a slow copy out of the stacked residuals (paper train step,
+    alternating runs of benchmarks.train_step: 5.33 / 5.75 -> 5.19 / 5.38 s).
     """
-    c, hp, _, n = xp.shape
-    _, h_out, w_out, o = dy.shape
-    kh = hp - h_out + 1
-    shifted = jnp.stack([xp[:, :, b:b + w_out] for b in range(kw)])  # [kw, C, H + pad, W', N]
-    lhs = shifted.reshape(kw * c, hp, w_out * n)
-    rhs = jnp.transpose(dy, (1, 2, 0, 3)).reshape(h_out, w_out * n, o)
-    dw = jax.lax.conv_general_dilated(lhs, rhs, (1,), "VALID", dimension_numbers=("NHC", "HIO", "NHC"),
-                                      precision=precision)  # [kw * C, kh, O]
-    return jnp.transpose(dw.reshape(kw, c, kh, o), (2, 0, 1, 3))
+    c, _, wn = xt.shape
+    n, h_out, w_out, o = dy.shape
+    wd = wn // n
+    (top, bottom), (left, _) = padding
+    dyt = jnp.transpose(dy, (1, 2, 0, 3))  # [H', W', N, O]
+    zero = jnp.zeros((), dy.dtype)
+    rhs = jnp.stack([jax.lax.pad(dyt, zero, ((0, 0, 0), (b - left, wd - w_out - b + left, 0),
+                                             (0, 0, 0), (0, 0, 0)))
+                     for b in range(kw)], axis=3).reshape(h_out, wd * n, kw * o)
+    dw = jax.lax.conv_general_dilated(xt, rhs, (1,), [(top, bottom)], precision=precision,
+                                      dimension_numbers=("NHC", "HIO", "NHC"))  # [C, kh, kw O]
+    return jnp.transpose(dw.reshape(c, dw.shape[1], kw, o), (1, 2, 0, 3))
 
 
 _plain_conv.defvjp(_plain_conv_fwd, _plain_conv_bwd)
