@@ -1,6 +1,7 @@
 """Where a train step's time goes, by kind of operation, in JAX (XLA:CPU) and in eager PyTorch.
 
     python -m benchmarks.profile_step [--configs=demo,paper] [--paper_batch=1] [--steps=2] [--no_torch]
+        [--stage_unroll=N]
 
 Prints one JSON object per configuration: the step's wall time and, per category (convolution,
 dot, fft, reduce, elementwise, data movement, ...), the milliseconds per step summed over the
@@ -33,7 +34,7 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 
-from benchmarks.train_step import CONFIGS, build_step  # noqa: E402
+from benchmarks.train_step import CONFIGS, build_step, cpu_stage_unroll  # noqa: E402
 from unroll import hostmem  # noqa: E402
 from unroll.config import Config  # noqa: E402
 
@@ -161,10 +162,13 @@ def main():
     parser.add_argument("--paper_batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--no_torch", action="store_true")
+    parser.add_argument("--stage_unroll", type=int, default=None,
+                        help="MGSTNet stages per iteration of the stage loop (default 0: all, as "
+                             "CPU training runs them; 1: the rolled scan)")
     args = parser.parse_args()
     results = {"jax_version": jax.__version__, "cores": len(os.sched_getaffinity(0))}
     for name in args.configs.split(","):
-        overrides = dict(CONFIGS[name], steps=1)
+        overrides = dict(CONFIGS[name], steps=1, stage_unroll=cpu_stage_unroll(args.stage_unroll, False))
         if name == "paper":
             overrides["batch_size"] = args.paper_batch
         config = dataclasses.replace(Config(), **overrides)

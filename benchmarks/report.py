@@ -10,11 +10,11 @@ recorded with its error and the others still run; the exit code is then 1.
 Sections: gemm (this machine's sgemm rate: the peak that achieved GFLOP/s are given as a fraction
 of), ops (FFT blur and adjoints, gradient steps, GST against soft threshold), data (the input
 pipeline), train_step (demo and paper configurations, float32 and bfloat16: images/s and achieved
-GFLOP/s), compile (compile time against stage count 1, 3, 6, 10, with and without remat), model
-(paper configuration forward / backward and peak memory with and without per-stage remat), tiled
-(tiled inference time per megapixel and peak memory), torch (the eager PyTorch comparison; without
-torch installed it is recorded as skipped, with the line that says why). Timings on a shared machine
-are only as quiet as the machine.
+GFLOP/s), compile (compile time against stage count 1, 3, 6, 10: rolled scan, with remat,
+unrolled), model (paper configuration forward / backward and peak memory with and without
+per-stage remat), tiled (tiled inference time per megapixel and peak memory), torch (the eager
+PyTorch comparison; without torch installed it is recorded as skipped, with the line that says
+why). Timings on a shared machine are only as quiet as the machine.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def headline(sections: dict) -> list[tuple[str, str]]:
         if value is not None:
             rows.append((label, _num(value)))
     for row in get("compile", "compile") or []:
-        mode = "scan + remat" if row["remat"] else "scan"
+        mode = {"scan": "scan", "remat": "scan + remat", "unrolled": "unrolled"}.get(
+            row.get("mode"), "scan + remat" if row["remat"] else "scan")
         rows.append((f"compile, {row['stages']} stages, {mode} (s)",
                      _num(row["trace_lower_s"] + row["compile_s"])))
     peak = get("gemm", "peak_gflop_per_s")

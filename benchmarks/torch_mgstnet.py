@@ -2,6 +2,7 @@
 
     pip install torch==2.13.0   # CPU wheel; a benchmark-only dependency, not in requirements.txt
     python -m benchmarks.torch_mgstnet [--configs=demo,paper] [--repeats=5] [--paper_batch=1] [--remat]
+        [--stage_unroll=N]
 
 The PyTorch network below mirrors unroll.models.mgstnet layer for layer (same module names, so the
 JAX parameters load into it with `load_state_dict(strict=True)`), plus the FFT blur with symmetric
@@ -12,7 +13,8 @@ or torch.jit), NCHW, float32, with torch.set_num_threads(<cores>).
 Prints one JSON object with, per configuration (benchmarks.train_step.CONFIGS, same synthetic batch):
   * `torch`: median seconds and images/s of a train step (forward, loss, backward, Adam step) over
     `repeats` steps after 2 warm-up steps;
-  * `jax`: benchmarks.train_step.measure() (compile seconds, images/s of the jitted, sharded step);
+  * `jax`: benchmarks.train_step.measure() (compile seconds, images/s of the jitted, sharded step),
+    with the stages unrolled as CPU training runs them (--stage_unroll=1: the rolled scan);
   * `jax_over_torch`: jax images/s / torch images/s (the bar is >= 1, the goal 2 at the demo size);
   * `check`: both models' loss on the batch from the same initial parameters (a correctness check).
 """
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from flax import nnx
 from torch import nn
 
-from benchmarks.train_step import CONFIGS, measure, synthetic_batch
+from benchmarks.train_step import CONFIGS, cpu_stage_unroll, measure, synthetic_batch
 from unroll import hostmem, losses
 from unroll.config import Config
 from unroll.models import registry
@@ -512,6 +514,9 @@ def main():
     parser.add_argument("--remat", action="store_true",
                         help="JAX step with per-stage remat, as the paper flagfiles train; PyTorch "
                              "keeps every activation")
+    parser.add_argument("--stage_unroll", type=int, default=None,
+                        help="JAX: MGSTNet stages per iteration of the stage loop, 0 for all (no "
+                             "loop); default: 0 (as CPU training), or 1 with --remat")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
@@ -528,7 +533,9 @@ def main():
         config = dataclasses.replace(Config(), **overrides)
         t = measure_torch(config, args.repeats, not args.no_check)
         log(f"{name}: jax")
-        j = measure(dataclasses.replace(config, remat=args.remat), args.repeats)
+        j = measure(dataclasses.replace(config, remat=args.remat,
+                                        stage_unroll=cpu_stage_unroll(args.stage_unroll, args.remat)),
+                    args.repeats)
         log(f"{name}: done")
         assert j["num_params"] == t["num_params"]
         results[name] = {"batch_shape": j["batch_shape"], "num_params": t.pop("num_params"),

@@ -1,7 +1,10 @@
 """Train-step throughput and compile time of the trainer's jitted, sharded step.
 
     python -m benchmarks.train_step [--configs=demo,paper] [--paper_batch=1] [--repeats=3]
-        [--models=mgstnet,madn,idc,mtwdn] [--conv_grad=custom|xla]
+        [--models=mgstnet,madn,idc,mtwdn] [--conv_grad=custom|xla] [--stage_unroll=N] [--remat] [--bf16]
+
+MGSTNet's stages run unrolled (--stage_unroll=0, as CPU training does) unless --remat or
+--stage_unroll=1 asks for the rolled scan.
 
 Prints one JSON object with, per configuration: batch shape, parameter count, compile seconds,
 images per second (median step time over `repeats`, after compilation) and the achieved GFLOP/s (XLA's
@@ -35,6 +38,14 @@ CONFIGS = {
     "paper": dict(stages=3, scales=3, kernel_rcabs=2, image_rcabs=2, features=64, kernel_features=32,
                   kernel_size=15, patch_size=256, batch_size=1),
 }
+
+
+def cpu_stage_unroll(stage_unroll: int | None, remat: bool) -> int:
+    """The stage loop the CPU benchmarks time: `stage_unroll` if given, else every stage unrolled
+    (what CPU training uses, experiments/flags/demo.flags), or the rolled scan that remat needs."""
+    if stage_unroll is not None:
+        return stage_unroll
+    return 1 if remat else 0
 
 
 def synthetic_batch(config: Config, seed: int = 0) -> dict:
@@ -98,7 +109,8 @@ def measure(config: Config, repeats: int) -> dict:
     return {"batch_shape": list(batch["blurred"].shape), "num_params": registry.num_params(state["params"]),
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "images_per_s": round(config.batch_size / step_s, 3), "gflop_per_step": round(flops / 1e9, 2),
-            "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat, "bf16": config.bf16,
+            "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat,
+            "stage_unroll": config.stage_unroll, "bf16": config.bf16,
             "page_faults_per_step": round(faults), "system_s_per_step": round(system_s, 3)}
 
 
@@ -108,6 +120,9 @@ def main():
     parser.add_argument("--paper_batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--stage_unroll", type=int, default=None,
+                        help="MGSTNet stages per iteration of the stage loop, 0 for all (no loop); "
+                             "default: 0, or 1 with --remat")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--models", default="mgstnet",
                         help="networks to time at each configuration's size (mgstnet, madn, idc, mtwdn)")
@@ -120,7 +135,8 @@ def main():
                "host_memory_tuned": not jax.config.read("jax_cpu_enable_async_dispatch")}
     for name in args.configs.split(","):
         for model in args.models.split(","):
-            overrides = dict(CONFIGS[name], model=model, remat=args.remat, bf16=args.bf16, steps=1)
+            overrides = dict(CONFIGS[name], model=model, remat=args.remat, bf16=args.bf16, steps=1,
+                             stage_unroll=cpu_stage_unroll(args.stage_unroll, args.remat))
             if name == "paper":
                 overrides["batch_size"] = args.paper_batch
             key = name if args.models == "mgstnet" else f"{name}/{model}"

@@ -183,10 +183,9 @@ def markdown(rows: list[dict], compile_rows: list[dict], base: Config) -> str:
         stages = sorted({r["stages"] for r in compile_rows})
         lines.append("| stages | " + " | ".join(map(str, stages)) + " |")
         lines.append("|" + "---|" * (len(stages) + 1))
-        for remat in (False, True):
-            by = {r["stages"]: r for r in compile_rows if r["remat"] == remat}
+        for mode, label in (("scan", "scan"), ("remat", "scan + remat"), ("unrolled", "unrolled")):
+            by = {r["stages"]: r for r in compile_rows if r["mode"] == mode}
             if by:
-                label = "scan + remat" if remat else "scan"
                 lines.append(f"| {label} | " + " | ".join(
                     _fmt(by[s]["trace_lower_s"] + by[s]["compile_s"], 1) for s in stages) + " |")
         lines.append("")
@@ -218,7 +217,7 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
     if compile_stages is None:
         compile_stages = sweeps.get("stages", [1, 2, 3])
     compile_rows = train.compile_seconds(base, sorted(set(compile_stages))) if compile_stages else []
-    write_csv(workdir / "compile.csv", compile_rows, ("stages", "remat", "trace_lower_s", "compile_s"))
+    write_csv(workdir / "compile.csv", compile_rows, ("stages", "mode", "remat", "trace_lower_s", "compile_s"))
 
     rows = []
     for name, axis, value, config in variants:

@@ -33,6 +33,8 @@ HELP = {
     "kernel_prox": "use the kernel proximal module KPM",
     "boundary": "boundary of the blur operator: symmetric, circular or zero",
     "remat": "rematerialise each stage in the backward pass (less memory)",
+    "stage_unroll": "stages per iteration of the stage loop, 0 for all (no loop): faster steps, "
+                    "compile time growing with the stages unrolled; 1 with --remat",
     "train_dir": "training images (folder, recursive), or a comma-separated list of folders where "
                  "builtin is the built-in samples; empty: built-in samples",
     "test_dir": "test images: a folder (blurred here) or blur/+sharp/ pairs; empty: built-in samples",

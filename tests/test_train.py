@@ -142,6 +142,10 @@ def test_config_validation_names_the_flag():
         tiny_config(gst_grad="fd").validate()
     with pytest.raises(ConfigError, match="--gst_solver"):
         tiny_config(gst_solver="bisection").validate()
+    with pytest.raises(ConfigError, match="--stage_unroll=-1"):
+        tiny_config(stage_unroll=-1).validate()
+    with pytest.raises(ConfigError, match="--stage_unroll=0: must be 1 with --remat"):
+        tiny_config(stage_unroll=0, remat=True).validate()
 
 
 def _cli(*args, cwd=ROOT):

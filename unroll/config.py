@@ -36,6 +36,7 @@ class Config:
     kernel_prox: bool = True
     boundary: str = "symmetric"
     remat: bool = False
+    stage_unroll: int = 1
 
     # Data (Section III-A). Empty folders mean the built-in samples.
     train_dir: str = ""
@@ -96,6 +97,9 @@ class Config:
         need(self.gst_grad in GST_GRADS, "gst_grad", f"must be one of {', '.join(GST_GRADS)}")
         need(self.gst_solver in GST_SOLVERS, "gst_solver", f"must be one of {', '.join(GST_SOLVERS)}")
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
+        need(self.stage_unroll >= 0, "stage_unroll", "must be 0 (all stages) or positive")
+        need(not self.remat or self.stage_unroll == 1, "stage_unroll",
+             "must be 1 with --remat (remat needs the rolled stage loop)")
         need(self.patch_size >= self.kernel_size, "patch_size", f"must be >= --kernel_size={self.kernel_size}")
         need(self.patch_size % 2 ** (self.scales - 1) == 0, "patch_size",
              f"must be a multiple of {2 ** (self.scales - 1)} for {self.scales} scales")

@@ -126,6 +126,15 @@ def _check_gst_grad(gst_grad: str):
         raise ValueError(f"gst_grad must be one of {GST_GRADS}, got {gst_grad!r}")
 
 
+def check_stage_unroll(stage_unroll: int, remat: bool):
+    """Raise ValueError unless `stage_unroll` is 0 (all stages) or positive, and 1 with remat."""
+    if isinstance(stage_unroll, bool) or not isinstance(stage_unroll, int) or stage_unroll < 0:
+        raise ValueError(f"stage_unroll must be 0 (all stages) or a positive integer, got {stage_unroll!r}")
+    if remat and stage_unroll != 1:
+        # Unrolled, XLA schedules the recomputation next to the forward pass and memory does not drop.
+        raise ValueError(f"remat needs the rolled stage loop (stage_unroll=1), got {stage_unroll}")
+
+
 def _check_gst_solver(gst_solver: str):
     if gst_solver not in GST_SOLVERS:
         raise ValueError(f"gst_solver must be one of {GST_SOLVERS}, got {gst_solver!r}")
@@ -304,6 +313,13 @@ class MGSTNet(nnx.Module):
     many, so compile time does not grow with the stage count. `remat=True` checkpoints the scan body:
     the backward pass recomputes each stage's activations, so memory holds every stage's inputs
     (h, u) but the activations of only one stage.
+
+    `stage_unroll` is the scan's unroll: stages per loop iteration, 0 for all of them (no loop).
+    Unrolled, the backward pass reads each stage's saved activations where the forward pass left
+    them; rolled, the loop copies them into per-stage stacked buffers and back out, which on CPU is
+    memory traffic of the order of the activations themselves (paper train step on this project's
+    2-core CPU: about 10 % of the step). The price is compile time, which then grows with the
+    number of stages unrolled. `remat` needs the rolled loop (`stage_unroll=1`).
     """
 
     def __init__(self, stages: int = 3, scales: int = 3, kernel_rcabs: int = 2,
@@ -311,7 +327,8 @@ class MGSTNet(nnx.Module):
                  features: int = 64, kernel_features: int = 32, boundary: str = "symmetric",
                  threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
                  reduction: int = REDUCTION, gst_grad: str = "unrolled",
-                 gst_solver: str = "fixed_point", *, rngs: nnx.Rngs | None = None):
+                 gst_solver: str = "fixed_point", stage_unroll: int = 1, *,
+                 rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -327,11 +344,13 @@ class MGSTNet(nnx.Module):
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
         _check_gst_grad(gst_grad)
         _check_gst_solver(gst_solver)
+        check_stage_unroll(stage_unroll, remat)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.kernel_size = kernel_size
         self.remat = remat
         self.num_stages = stages
+        self.stage_unroll = stage_unroll
         # Built one by one (each its own random draws), then stacked into one module.
         graphdefs, states = zip(*(nnx.split(Stage(
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
@@ -369,5 +388,6 @@ class MGSTNet(nnx.Module):
         if self.num_stages == 1:  # XLA:CPU (jax 0.10) mis-lays out FFTs in a one-trip loop
             _, out = body((h, u), jax.tree.map(lambda x: x[0], state))
             return MGSTNetOutput(*(x[None] for x in out))
-        _, outputs = jax.lax.scan(body, (h, u), state)
+        unroll = self.num_stages if self.stage_unroll == 0 else min(self.stage_unroll, self.num_stages)
+        _, outputs = jax.lax.scan(body, (h, u), state, unroll=unroll)
         return MGSTNetOutput(*outputs)

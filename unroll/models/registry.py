@@ -39,7 +39,8 @@ def _build_mgstnet(config: Config, rngs: nnx.Rngs) -> MGSTNet:
                    kernel_features=config.kernel_features, boundary=config.boundary,
                    threshold=config.threshold, gst_grad=config.gst_grad,
                    gst_solver=config.gst_solver,
-                   kernel_prox=config.kernel_prox, remat=config.remat, rngs=rngs)
+                   kernel_prox=config.kernel_prox, remat=config.remat,
+                   stage_unroll=config.stage_unroll, rngs=rngs)
 
 
 def _full_size(images) -> tuple:

@@ -10,9 +10,9 @@ from unroll.train.distributed import global_batch, make_mesh
 from unroll.train.evaluation import evaluate, make_eval_set
 from unroll.train.loop import evaluate_checkpoint, finished_or_train, train_and_evaluate
 from unroll.train.state import init_state, make_optimizer, split_discriminator
-from unroll.train.steps import compile_seconds, make_predict, make_train_step
+from unroll.train.steps import LOOP_MODES, compile_seconds, make_predict, make_train_step
 from unroll.train.tasks import TASKS
 
-__all__ = ["TASKS", "compile_seconds", "evaluate", "evaluate_checkpoint", "finished_or_train",
-           "global_batch", "init_state", "make_eval_set", "make_mesh", "make_optimizer",
+__all__ = ["LOOP_MODES", "TASKS", "compile_seconds", "evaluate", "evaluate_checkpoint",
+           "finished_or_train", "global_batch", "init_state", "make_eval_set", "make_mesh", "make_optimizer",
            "make_predict", "make_train_step", "split_discriminator", "train_and_evaluate"]

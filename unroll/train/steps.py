@@ -76,9 +76,17 @@ def make_predict(graphdef, bf16: bool = False):
     return jax.jit(predict)
 
 
-def compile_seconds(config: Config, stage_counts, remat_modes=(False, True)) -> list[dict]:
-    """[{stages, remat, trace_lower_s, compile_s}]: the train step of `config` at each stage count and
-    remat mode, timed with JAX's persistent compilation cache off."""
+# Stage-loop modes of `compile_seconds`: (remat, stage_unroll).
+LOOP_MODES = {"scan": (False, 1), "remat": (True, 1), "unrolled": (False, 0)}
+
+
+def compile_seconds(config: Config, stage_counts, modes=("scan", "remat")) -> list[dict]:
+    """[{stages, mode, remat, trace_lower_s, compile_s}]: the train step of `config` at each stage
+    count and stage-loop mode (LOOP_MODES: the rolled scan, with per-stage remat, or every stage
+    unrolled), timed with JAX's persistent compilation cache off."""
+    unknown = [m for m in modes if m not in LOOP_MODES]
+    if unknown:
+        raise ValueError(f"unknown stage-loop modes {unknown}; known: {', '.join(LOOP_MODES)}")
     mesh = make_mesh()
     zeros = np.zeros((config.batch_size, config.patch_size, config.patch_size, config.channels),
                      np.float32)
@@ -87,9 +95,10 @@ def compile_seconds(config: Config, stage_counts, remat_modes=(False, True)) -> 
     cache = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
     try:
-        for remat in remat_modes:
+        for mode in modes:
+            remat, stage_unroll = LOOP_MODES[mode]
             for stages in stage_counts:
-                c = dataclasses.replace(config, stages=stages, remat=remat)
+                c = dataclasses.replace(config, stages=stages, remat=remat, stage_unroll=stage_unroll)
                 graphdef, params = registry.build_split(c)
                 tx, _ = make_optimizer(c, 10, 10)
                 step = make_train_step(graphdef, c, tx, mesh)
@@ -98,9 +107,9 @@ def compile_seconds(config: Config, stage_counts, remat_modes=(False, True)) -> 
                 t1 = time.perf_counter()
                 lowered.compile()
                 t2 = time.perf_counter()
-                rows.append({"stages": stages, "remat": remat, "trace_lower_s": round(t1 - t0, 3),
-                             "compile_s": round(t2 - t1, 3)})
-                print(f"compile: stages {stages} remat {remat}: {t2 - t0:.1f} s", file=sys.stderr)
+                rows.append({"stages": stages, "mode": mode, "remat": remat,
+                             "trace_lower_s": round(t1 - t0, 3), "compile_s": round(t2 - t1, 3)})
+                print(f"compile: stages {stages} {mode}: {t2 - t0:.1f} s", file=sys.stderr)
     finally:
         jax.config.update("jax_enable_compilation_cache", cache)
     return rows
