@@ -448,13 +448,15 @@ def test_learned_scalars_start_at_documented_values():
     assert stage.mu > 0
 
 
-@pytest.mark.parametrize("kernel,padding", [((3, 3), "SAME"), ((1, 1), "SAME"), ((4, 2), "SAME"),
-                                            ((3, 5), ((0, 2), (1, 3))), ((3, 3), "VALID")])
-def test_conv_gradients_equal_jax_convolution_gradients(kernel, padding):
+@pytest.mark.parametrize("kernel,padding,images", [
+    ((3, 3), "SAME", 3), ((3, 3), "SAME", 1), ((1, 1), "SAME", 3), ((4, 2), "SAME", 3),
+    ((3, 5), ((0, 2), (1, 3)), 3), ((3, 5), ((0, 2), (1, 3)), 1), ((3, 3), "VALID", 3)])
+def test_conv_gradients_equal_jax_convolution_gradients(kernel, padding, images):
     """blocks.conv_general_dilated (gradients as plain NHWC x HWIO convolutions, which XLA:CPU keeps
-    fast inside the stage scan) against JAX's own convolution and its autodiff, inside a scan."""
+    fast inside the stage scan) against JAX's own convolution and its autodiff, inside a scan; one
+    image takes another path to the channels-first copy of x."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(3, 9, 8, 3)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(images, 9, 8, 3)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(2, *kernel, 3, 3)), jnp.float32)  # two scan steps
     dn = ("NHWC", "HWIO", "NHWC")
 
