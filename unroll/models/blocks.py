@@ -135,17 +135,16 @@ def _plain_conv(x, w, padding, precision, preferred_element_type):
 def _plain_conv_fwd(x, w, padding, precision, preferred_element_type):
     # x is kept channels-first, [C, H, (W, N)], the layout the weight gradient reads: transposed here,
     # next to its producer, rather than in the backward pass after a dynamic slice of the stage
-    # scan's stacked residuals, where XLA:CPU ran the transpose several times slower. The barrier
-    # keeps the transpose out of the producer's fusion: fused, it becomes a loop that reads its
-    # inputs with a stride of C; alone, XLA runs it as a tiled transpose (paper train step, stages
-    # unrolled, alternating runs of benchmarks.train_step: 5.24 / 5.26 -> 4.86 / 4.96 s). With one
-    # image it is a plain 2-D transpose, [H W, C] -> [C, H W].
+    # scan's stacked residuals, where XLA:CPU ran the transpose several times slower. XLA fuses the
+    # transpose into x's producer (a bias add, a ReLU). With one image it is written as the 2-D
+    # transpose [H W, C] -> [C, H W] it is: as (3, 1, 2, 0) of [1, H, W, C], with its unit axis,
+    # XLA:CPU emitted a slower copy (paper train step, stages unrolled, benchmarks.train_step
+    # alternating: 5.24 / 5.26 -> 4.86 / 4.96 s, close to this machine's run-to-run noise).
     n, h, wd, c = x.shape
     if n == 1:
         xt = x.reshape(h * wd, c).T.reshape(c, h, wd)
     else:
         xt = jnp.transpose(x, (3, 1, 2, 0)).reshape(c, h, wd * n)
-    xt = jax.lax.optimization_barrier(xt)
     return _conv(x, w, padding, precision, preferred_element_type), (xt, w)
 
 
