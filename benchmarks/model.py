@@ -10,9 +10,10 @@ Prints one JSON object:
   * `forward` / `forward_backward`: compile seconds (lower + compile) and median wall seconds per
     call after compilation, for the image only (forward) and for eq. (21)'s loss and its gradient
     with respect to every parameter (forward_backward);
-  * `memory`: for each stage count in --memory_stages, with and without `remat`, XLA's buffer
-    assignment for the compiled gradient function (`compiled.memory_analysis()`: arguments, outputs,
-    temporaries; nothing is run). `temp_bytes` is what rematerialisation bounds.
+  * `memory`: for each stage count in --memory_stages, the rolled stage scan with and without
+    `remat` and the stages unrolled (`stage_unroll=0`), XLA's buffer assignment for the compiled
+    gradient function (`compiled.memory_analysis()`: arguments, outputs, temporaries; nothing is
+    run). `temp_bytes` is what rematerialisation bounds.
 """
 
 from __future__ import annotations
@@ -143,12 +144,14 @@ def main(argv=None):
 
     result["memory"] = {}
     for stages in args.memory_stages:
-        for remat in (False, True):
-            kwargs = model_config(args, stages=stages, remat=remat)
+        # The rolled stage scan without and with remat, and every stage unrolled.
+        for key, remat, stage_unroll in (("remat=False", False, 1), ("remat=True", True, 1),
+                                         ("unrolled", False, 0)):
+            kwargs = model_config(args, stages=stages, remat=remat, stage_unroll=stage_unroll)
             abstract = nnx.eval_shape(lambda kwargs=kwargs: MGSTNet(**kwargs))
             gd, abstract_params = nnx.split(abstract, nnx.Param)
             compiled, seconds = compile_timed(grad_function(gd), abstract_params, sharp, blurred)
-            result["memory"][f"stages={stages},remat={remat}"] = {
+            result["memory"][f"stages={stages},{key}"] = {
                 **memory(compiled), "compile_seconds": seconds}
             del compiled
     print(json.dumps(result, indent=2))
