@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-MODULES = ["unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
+MODULES = ["unroll.ops", "unroll.fastmath", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
            "unroll.multiscale", "unroll.nonblind", "unroll.inference.model"]
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
