@@ -7,6 +7,10 @@ Prints one JSON object: milliseconds per call (median over repeats, after compil
 one-Halley-step solver (`--gst_solver=halley`); near 1 would mean a memory-bound, fused kernel;
 `gst_grad_over_soft_grad` compares the gradients in y; `gst_grad_all_ms` and `gst_implicit_grad_all_ms`
 time the gradient in y, theta and p together (what training computes), unrolled and implicit.
+`power_ms` is one power per element, `(|y| + delta)^(p - 1)` by `unroll.fastmath` (what GST uses),
+`xla_power_ms` the same by XLA's exp and log: a GST solver costs at least one power. `power_chain3_ms`
+(three powers, each of the previous one) against `power_indep3_ms` (three of y) shows that XLA:CPU
+runs a fused elementwise loop at the latency of its dependent chain: the fixed-point solver's case.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import hostmem, kernels, ops, shrinkage, steps
+from unroll import fastmath, hostmem, kernels, ops, shrinkage, steps
 
 
 def time_ms(fn, *args, repeats: int = 10) -> float:
@@ -98,6 +102,28 @@ def main():
         hlo = jax.jit(fn).lower(feats, theta, p).compile().as_text()
         results[f"{name}_full_size_kernels"] = sum(
             1 for line in hlo.splitlines() if "ENTRY" not in line and f"= {full}" in line and " fusion(" in line)
+    # The floor of any solver, one power per element, and chained against independent powers.
+    def xla_power(x, e):
+        return jnp.exp(e * jnp.log(x))
+
+    def chain3(y, e):
+        x = jnp.abs(y) + 1e-5
+        for _ in range(3):
+            x = xla_power(x, e) + 1e-5
+        return x
+
+    def indep3(y, e):
+        x = jnp.abs(y) + 1e-5
+        return xla_power(x, e) + xla_power(x, e - 0.1) + xla_power(x, e - 0.2)
+
+    e = p - 1
+    results["power_ms"] = time_ms(jax.jit(lambda y, e: fastmath.power(jnp.abs(y) + 1e-5, e)), feats, e,
+                                  repeats=args.repeats)
+    results["xla_power_ms"] = time_ms(jax.jit(lambda y, e: xla_power(jnp.abs(y) + 1e-5, e)), feats, e,
+                                      repeats=args.repeats)
+    results["power_over_soft"] = results["power_ms"] / results["soft_threshold_ms"]
+    results["power_chain3_ms"] = time_ms(jax.jit(chain3), feats, e, repeats=args.repeats)
+    results["power_indep3_ms"] = time_ms(jax.jit(indep3), feats, e, repeats=args.repeats)
     grad_soft = jax.jit(jax.grad(lambda y, t: jnp.sum(shrinkage.soft_threshold(y, t) ** 2)))
     grad_gst = jax.jit(jax.grad(lambda y, t, p: jnp.sum(shrinkage.gst(y, t, p) ** 2)))
     results["soft_threshold_grad_ms"] = time_ms(grad_soft, feats, theta, repeats=args.repeats)

@@ -1,4 +1,5 @@
-"""Benchmarks: the profile's classification of compiled HLO instructions, and the GPU check's imports."""
+"""Benchmarks: the profile's classification of compiled HLO instructions, the GPU check's imports, and
+benchmarks.ops on tiny sizes."""
 
 import jax
 import jax.numpy as jnp
@@ -59,3 +60,19 @@ def test_conv_grad_formulations_agree_with_jax():
     for name, fn in conv_grad.FORMULATIONS.items():
         np.testing.assert_allclose(np.asarray(jax.jit(fn)(x, w, dy)), reference, rtol=1e-4,
                                    atol=1e-4 * np.abs(reference).max(), err_msg=name)
+
+
+def test_ops_benchmark_prints_the_gst_and_power_figures():
+    """benchmarks.ops on tiny sizes: one JSON object with positive timings for GST and the powers."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ops", "--batch=1", "--size=16", "--kernel=5",
+                             "--features=8", "--repeats=1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    for key in ("soft_threshold_ms", "gst_ms", "gst_halley_ms", "power_ms", "xla_power_ms", "power_chain3_ms",
+                "power_indep3_ms", "gst_implicit_grad_all_ms"):
+        assert figures[key] > 0, key
+    assert figures["gst_full_size_kernels"] == 1 and figures["gst_halley_full_size_kernels"] == 1
