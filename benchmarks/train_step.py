@@ -2,6 +2,7 @@
 
     python -m benchmarks.train_step [--configs=demo,paper] [--paper_batch=1] [--repeats=3]
         [--models=mgstnet,madn,idc,mtwdn] [--conv_grad=custom|xla] [--stage_unroll=N] [--remat] [--bf16]
+        [--gst_solver=fixed_point|halley] [--gst_grad=unrolled|implicit]
 
 MGSTNet's stages run unrolled (--stage_unroll=0, as CPU training does) unless --remat or
 --stage_unroll=1 asks for the rolled scan.
@@ -31,6 +32,7 @@ import numpy as np
 from unroll import hostmem, kernels, ops, train
 from unroll.config import Config
 from unroll.models import blocks, registry
+from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS
 
 CONFIGS = {
     "demo": dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16, kernel_features=8,
@@ -111,6 +113,7 @@ def measure(config: Config, repeats: int) -> dict:
             "images_per_s": round(config.batch_size / step_s, 3), "gflop_per_step": round(flops / 1e9, 2),
             "gflop_per_s": round(flops / 1e9 / step_s, 2), "remat": config.remat,
             "stage_unroll": config.stage_unroll, "bf16": config.bf16,
+            "gst_solver": config.gst_solver, "gst_grad": config.gst_grad,
             "page_faults_per_step": round(faults), "system_s_per_step": round(system_s, 3)}
 
 
@@ -128,6 +131,8 @@ def main():
                         help="networks to time at each configuration's size (mgstnet, madn, idc, mtwdn)")
     parser.add_argument("--conv_grad", choices=("custom", "xla"), default="custom",
                         help="CPU convolution gradients: the project's custom VJP, or JAX's own rules")
+    parser.add_argument("--gst_solver", choices=GST_SOLVERS, default=Config.gst_solver)
+    parser.add_argument("--gst_grad", choices=GST_GRADS, default=Config.gst_grad)
     args = parser.parse_args()
     if args.conv_grad == "xla":
         blocks._custom_vjp_backend = lambda: False  # what other backends get
@@ -136,7 +141,8 @@ def main():
     for name in args.configs.split(","):
         for model in args.models.split(","):
             overrides = dict(CONFIGS[name], model=model, remat=args.remat, bf16=args.bf16, steps=1,
-                             stage_unroll=cpu_stage_unroll(args.stage_unroll, args.remat))
+                             stage_unroll=cpu_stage_unroll(args.stage_unroll, args.remat),
+                             gst_solver=args.gst_solver, gst_grad=args.gst_grad)
             if name == "paper":
                 overrides["batch_size"] = args.paper_batch
             key = name if args.models == "mgstnet" else f"{name}/{model}"
