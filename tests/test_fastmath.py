@@ -38,6 +38,12 @@ def test_log2_clamps_at_the_smallest_normal_with_finite_derivatives():
     assert np.all(np.isfinite(np.asarray(jax.grad(lambda x: fastmath.power(x, 0.5).sum())(x))))
 
 
+def test_inf_and_nan_propagate():
+    x = jnp.array([jnp.inf, jnp.nan, 2.0])
+    np.testing.assert_array_equal(np.asarray(fastmath.log2(x)), [np.inf, np.nan, 1.0])
+    np.testing.assert_allclose(np.asarray(fastmath.power(x, -0.5)), [0.0, np.nan, 2 ** -0.5], rtol=1e-6)
+
+
 def test_log2_derivatives_to_second_order():
     x = jnp.asarray(_float32_logspace(1e-6, 1e6, 1000))
     d1 = jax.vmap(jax.grad(fastmath.log2))(x)

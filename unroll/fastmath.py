@@ -77,16 +77,18 @@ def _log2_f32(x):
 
 @jax.custom_jvp
 def log2(x):
-    """Base-2 logarithm of x > 0; arguments below the smallest normal number count as it.
+    """Base-2 logarithm of x > 0; arguments below the smallest normal number count as it, inf and
+    NaN give themselves.
 
-    >>> round(float(log2(8.0)), 6), round(float(log2(0.1)), 6)
-    (3.0, -3.321928)
+    >>> round(float(log2(8.0)), 6), round(float(log2(0.1)), 6), float(log2(0.0)), float(log2(jnp.inf))
+    (3.0, -3.321928, -126.0, inf)
     """
     x = _floating(x)
     x = jnp.maximum(x, _tiny(x))
     if x.dtype == jnp.float64:
         return jnp.log2(x)
-    return _log2_f32(x.astype(jnp.float32)).astype(x.dtype)
+    out = _log2_f32(x.astype(jnp.float32)).astype(x.dtype)
+    return jnp.where(x < jnp.inf, out, x)  # the bit arithmetic would give finite values for inf, NaN
 
 
 @log2.defjvp
