@@ -6,7 +6,8 @@ Prints one JSON object: milliseconds per call (median over repeats, after compil
 `gst_over_soft` is the paper's solver (3 fixed-point steps of eq. 20), `gst_halley_over_soft` the
 one-Halley-step solver (`--gst_solver=halley`); near 1 would mean a memory-bound, fused kernel;
 `gst_grad_over_soft_grad` compares the gradients in y; `gst_grad_all_ms` and `gst_implicit_grad_all_ms`
-time the gradient in y, theta and p together (what training computes), unrolled and implicit.
+time the gradient in y, theta and p together (what training computes), unrolled and implicit, and
+`gst_halley_grad_all_ms` / `gst_halley_implicit_grad_all_ms` the same for the Halley solver.
 `power_ms` is one power per element, `(|y| + delta)^(p - 1)` by `unroll.fastmath` (what GST uses),
 `xla_power_ms` the same by XLA's exp and log: a GST solver costs at least one power. `power_chain3_ms`
 (three powers, each of the previous one) against `power_indep3_ms` (three of y) shows that XLA:CPU
@@ -132,7 +133,7 @@ def main():
     # What training differentiates: y, theta and p together (unrolled, and the implicit alternative).
     halley_implicit = functools.partial(shrinkage.gst_implicit, iterations=1, solver="halley")
     for name, fn in (("gst", shrinkage.gst), ("gst_implicit", shrinkage.gst_implicit),
-                     ("gst_halley_implicit", halley_implicit)):
+                     ("gst_halley", halley), ("gst_halley_implicit", halley_implicit)):
         grad_all = jax.jit(jax.grad(lambda y, t, p, fn=fn: jnp.sum(fn(y, t, p) ** 2), argnums=(0, 1, 2)))
         results[f"{name}_grad_all_ms"] = time_ms(grad_all, feats, theta, p, repeats=args.repeats)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=1))

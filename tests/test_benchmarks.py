@@ -73,6 +73,6 @@ def test_ops_benchmark_prints_the_gst_and_power_figures():
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout)
     for key in ("soft_threshold_ms", "gst_ms", "gst_halley_ms", "power_ms", "xla_power_ms", "power_chain3_ms",
-                "power_indep3_ms", "gst_implicit_grad_all_ms"):
+                "power_indep3_ms", "gst_implicit_grad_all_ms", "gst_halley_grad_all_ms"):
         assert figures[key] > 0, key
     assert figures["gst_full_size_kernels"] == 1 and figures["gst_halley_full_size_kernels"] == 1
