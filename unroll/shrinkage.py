@@ -9,7 +9,7 @@ finite for y = 0, |y| = tau, theta -> 0 and p anywhere in (0, 1], where plain `x
 inf * 0 = NaN in the branch that `where` discards (and its gradient still flows through). The
 per-element powers are `unroll.fastmath.power`: its short log2 shortens the dependent chain at whose
 latency GST's fused loop runs on XLA:CPU, which makes the paper's solver 1.5 times as fast as with
-XLA's log, Halley's 1.1 times (`python -m benchmarks.ops`).
+XLA's log, Halley's 1.1 times (`python -m benchmarks.ops` here and at eefabf5).
 
 `gst` is differentiated by unrolling its iterations; `gst_implicit` has the same value and
 differentiates the exact prox instead, by the implicit function theorem (eqs. I1-I3 below).
