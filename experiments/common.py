@@ -35,6 +35,10 @@ HELP = {
     "remat": "rematerialise each stage in the backward pass (less memory)",
     "stage_unroll": "stages per iteration of the stage loop, 0 for all (no loop): faster steps, "
                     "compile time growing with the stages unrolled; 1 with --remat",
+    "image_step": "image update before the image prior: gradient (IGDM, eq. 17, the paper's) or "
+                  "closed_form (the data term solved exactly by FFT, prior weight beta learned per stage)",
+    "kernel_init": "initial kernel h_0: uniform (the paper's) or classical (unroll.classical's blind "
+                   "estimate at inference; training starts from perturbed true kernels)",
     "train_dir": "training images (folder, recursive), or a comma-separated list of folders where "
                  "builtin is the built-in samples; empty: built-in samples",
     "test_dir": "test images: a folder (blurred here) or blur/+sharp/ pairs; empty: built-in samples",

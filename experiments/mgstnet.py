@@ -137,10 +137,12 @@ def _run_pretrained():
     model.config = config
     workdir = Path(FLAGS.workdir) if FLAGS["workdir"].present else None
     if FLAGS.mode == "eval":
+        from unroll.classical.warm import warm_start
         from unroll.train.evaluation import evaluate, format_table, make_eval_set
         from unroll.train.steps import make_predict
 
-        results = evaluate(make_predict(model.graphdef, config.bf16), model.params, make_eval_set(config),
+        results = evaluate(make_predict(model.graphdef, config.bf16, warm_start(config)), model.params,
+                           make_eval_set(config),
                            config, out_dir=workdir, extra={"pretrained": FLAGS.pretrained})
         if workdir is None:
             print(format_table(results))

@@ -15,6 +15,7 @@ class ConfigError(ValueError):
 
 
 MODELS = ("mgstnet", "madn", "idc", "mtwdn")  # the keys of unroll.models.registry.MODELS
+KERNEL_INITS = ("uniform", "classical")  # h_0: the paper's flat kernel, or unroll.classical's estimate
 
 
 @dataclasses.dataclass
@@ -37,6 +38,11 @@ class Config:
     boundary: str = "symmetric"
     remat: bool = False
     stage_unroll: int = 1
+    # Beyond the paper (issue 29): the image update (IGDM's gradient step, or the data term solved
+    # in closed form) and h_0 (the paper's uniform kernel, or the classical blind solver's estimate
+    # at inference, trained on perturbed true kernels).
+    image_step: str = "gradient"
+    kernel_init: str = "uniform"
 
     # Data (Section III-A). Empty folders mean the built-in samples.
     train_dir: str = ""
@@ -73,7 +79,7 @@ class Config:
     num_samples: int = 3
 
     def validate(self) -> "Config":
-        from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS, THRESHOLDS
+        from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS, IMAGE_STEPS, THRESHOLDS
         from unroll.ops import BOUNDARIES
 
         def need(ok, flag, message):
@@ -97,6 +103,10 @@ class Config:
         need(self.gst_grad in GST_GRADS, "gst_grad", f"must be one of {', '.join(GST_GRADS)}")
         need(self.gst_solver in GST_SOLVERS, "gst_solver", f"must be one of {', '.join(GST_SOLVERS)}")
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
+        need(self.image_step in IMAGE_STEPS, "image_step", f"must be one of {', '.join(IMAGE_STEPS)}")
+        need(self.kernel_init in KERNEL_INITS, "kernel_init", f"must be one of {', '.join(KERNEL_INITS)}")
+        need(self.kernel_init == "uniform" or self.model == "mgstnet", "kernel_init",
+             "an initial kernel needs a model that estimates kernels (--model=mgstnet)")
         need(self.stage_unroll >= 0, "stage_unroll", "must be 0 (all stages) or positive")
         need(not self.remat or self.stage_unroll == 1, "stage_unroll",
              "must be 1 with --remat (remat needs the rolled stage loop)")
@@ -130,7 +140,8 @@ class Config:
 
     # Fields that define the network: a checkpoint only fits a run with the same values.
     MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
-                    "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox", "boundary")
+                    "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox", "boundary",
+                    "image_step")
     BASELINE_FIELDS = ("model", "scales", "features", "channels")
 
     def model_signature(self) -> dict:

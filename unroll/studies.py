@@ -41,7 +41,7 @@ from unroll.models.mgstnet import GST, MGSTNet
 GROUPS = ("kernel_prox", "image_prox", "scalars")
 # The learned scalars: mu_k, rho_k, theta_1k (KPM's soft threshold), theta_2k,i and p_k,i (IPMM's GST
 # per scale i); stored raw, used as softplus(raw), and p = sigmoid(p0).
-SCALARS = ("mu", "rho", "kernel_theta", "image_theta", "image_p")
+SCALARS = ("mu", "rho", "beta", "kernel_theta", "image_theta", "image_p")
 
 
 def _network(graphdef, params) -> MGSTNet:
@@ -61,8 +61,8 @@ def _stage_groups(tree) -> dict:
     stage = dict(nnx.to_pure_dict(tree)["stages"])
     kernel = dict(stage.pop("kernel_prox", None) or {})
     image = dict(stage.pop("image_prox"))
-    scalars = [stage.pop("raw_mu"), stage.pop("raw_rho"), kernel.pop("threshold", {}),
-               image.pop("thresholds")]
+    step = stage.pop("raw_rho") if "raw_rho" in stage else stage.pop("raw_beta")  # the image step's
+    scalars = [stage.pop("raw_mu"), step, kernel.pop("threshold", {}), image.pop("thresholds")]
     if stage:
         raise ValueError(f"unexpected stage parameters {sorted(stage)}")
     return {"kernel_prox": kernel, "image_prox": image, "scalars": scalars}
@@ -131,9 +131,14 @@ def _image_thresholds(stages) -> list:
     return list(stages.image_prox.thresholds)
 
 
+def _step_name(stages) -> str:
+    """The image step's learned scalar: rho (IGDM, eq. 17) or beta (the closed-form step)."""
+    return "rho" if stages.image_step == "gradient" else "beta"
+
+
 def _values(stages) -> dict:
     """The learned scalars as the network uses them, by their names on the stacked stage module."""
-    values = {"mu": stages.mu, "rho": stages.rho}
+    values = {"mu": stages.mu, _step_name(stages): getattr(stages, _step_name(stages))}
     if stages.kernel_prox is not None:
         values["kernel_theta"] = stages.kernel_prox.threshold.theta
     thresholds = _image_thresholds(stages)
@@ -145,7 +150,7 @@ def _values(stages) -> dict:
 
 def _raw(stages) -> dict:
     """The stored (unconstrained) parameters behind `_values`, same names and shapes."""
-    raw = {"mu": stages.raw_mu[...], "rho": stages.raw_rho[...]}
+    raw = {"mu": stages.raw_mu[...], _step_name(stages): getattr(stages, "raw_" + _step_name(stages))[...]}
     if stages.kernel_prox is not None:
         raw["kernel_theta"] = stages.kernel_prox.threshold.raw_theta[...]
     thresholds = _image_thresholds(stages)
@@ -156,7 +161,7 @@ def _raw(stages) -> dict:
 
 
 def scalar_values(graphdef, params) -> dict:
-    """The learned scalars as the network uses them: {"mu", "rho", "kernel_theta": [K],
+    """The learned scalars as the network uses them: {"mu", "rho" (or "beta"), "kernel_theta": [K],
     "image_theta", "image_p": [K, scales]} (those the model has)."""
     return _values(_network(graphdef, params).stages)
 

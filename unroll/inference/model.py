@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unroll import steps
 from unroll.checkpoint import CheckpointError, Checkpoints
+from unroll.classical.warm import warm_start
 from unroll.config import Config, ConfigError
 from unroll.inference import tiling
 from unroll.models import registry
@@ -33,8 +33,7 @@ def image_path(model: MGSTNet, g, stage_kernels):
         raise ValueError(f"expected {model.num_stages} stage kernels, got {len(stage_kernels)}")
     for k, h in enumerate(stage_kernels):
         stage = model.stage(k)
-        r = steps.image_step(u.astype(g32.dtype), h.astype(jnp.float32), g32, stage.rho,
-                             stage.boundary).astype(dtype)
+        r = stage.image_update(u.astype(g32.dtype), h.astype(jnp.float32), g32).astype(dtype)
         u = stage.image_prox(r).astype(dtype)
     return u
 
@@ -51,23 +50,32 @@ class Model:
         self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
         spec = registry.spec(config)
         self.is_mgstnet = config.model == "mgstnet"
-        self._apply = jax.jit(lambda p, g: nnx.merge(graphdef, p)(g))
+        # h_0 from the classical solver (a warm start), or None: the network's own uniform h_0.
+        self._initial_kernels = warm_start(config) if self.is_mgstnet else None
+        self._apply = jax.jit(lambda p, g, *h0: nnx.merge(graphdef, p)(g, *h0))
         # Only the image and kernel leave the device (not every stage's intermediates).
-        self._predict = jax.jit(lambda p, g: _image_and_kernel(spec, nnx.merge(graphdef, p)(g)))
-        self._stage_kernels = jax.jit(lambda p, g: tuple(nnx.merge(graphdef, p)(g).kernels))
+        self._predict = jax.jit(lambda p, g, *h0: _image_and_kernel(spec, nnx.merge(graphdef, p)(g, *h0)))
+        self._stage_kernels = jax.jit(lambda p, g, *h0: tuple(nnx.merge(graphdef, p)(g, *h0).kernels))
         self._image_path = jax.jit(lambda p, g, ks: image_path(nnx.merge(graphdef, p), g, ks))
 
     @property
     def module(self) -> nnx.Module:
         return nnx.merge(self.graphdef, self.params)
 
+    def initial_kernels(self, g) -> tuple:
+        """`()` for the network's own h_0, or `(h_0 [N, k, k],)` from the classical solver when the
+        configuration asks for a warm start (`kernel_init="classical"`)."""
+        if self._initial_kernels is None:
+            return ()
+        return (jnp.asarray(self._initial_kernels(np.asarray(g, np.float32))),)
+
     def __call__(self, g):
         """The network's full output on a batch `g [N, H, W, C]` (per-stage results for MGSTNet)."""
-        return self._apply(self.params, jnp.asarray(g))
+        return self._apply(self.params, jnp.asarray(g), *self.initial_kernels(g))
 
     def predict(self, image):
         """`[1, H, W, C]` -> (restored [1, H, W, C], kernel [1, k, k] or None), on the device."""
-        return self._predict(self.params, jnp.asarray(image))
+        return self._predict(self.params, jnp.asarray(image), *self.initial_kernels(image))
 
     def global_kernels(self, image: np.ndarray, tile: int, crops: int = GLOBAL_KERNEL_CROPS):
         """Per-stage kernels `[stages][1, k, k]` averaged over the `crops` most textured tiles (an
@@ -76,7 +84,8 @@ class Model:
         positions = tiling.texture_crops(image, tile, crops)
         for top, left in positions:
             crop = jnp.asarray(tiling.crop_tile(image, top, left, tile))
-            ks = [np.asarray(k, np.float64) for k in self._stage_kernels(self.params, crop)]
+            ks = [np.asarray(k, np.float64)
+                  for k in self._stage_kernels(self.params, crop, *self.initial_kernels(crop))]
             totals = ks if totals is None else [t + k for t, k in zip(totals, ks)]
         return tuple(jnp.asarray(t / len(positions), jnp.float32) for t in totals)
 

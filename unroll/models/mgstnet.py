@@ -5,9 +5,12 @@ Stage k (parameters not shared between stages):
   KPM,  eq. (12):  h_{k-1/2} = s_k + G~_k(Soft(G_k(s_k), theta_1k))
         eq. (14):  h_k = ReLU(h_{k-1/2}) / sum            (steps.normalize_kernel)
   IGDM, eq. (17):  r_k = u_{k-1} - rho_k h_k(-x,-y) * (h_k * u_{k-1} - g)   (steps.image_step)
+        or, with image_step="closed_form" (beyond the paper), the data term solved exactly:
+                   r_k = argmin_r ||h_k * r - g||^2 + beta_k ||r - u_{k-1}||^2  (steps.closed_form_image_step)
   IPMM, eq. (18):  u_k = r_k + F~_k({GST_p(F_k(r_k)_i, theta_2k,i)}_i)   one GST per scale i
-with u_0 = g and h_0 the uniform kernel. The gradient steps run on the true-size image; the image
-prior networks run on a copy padded (symmetrically) to a multiple of 2^(scales-1) and are cropped back.
+with u_0 = g and h_0 the uniform kernel (or a given initial kernel: a warm start, beyond the paper).
+The gradient steps run on the true-size image; the image prior networks run on a copy padded
+(symmetrically) to a multiple of 2^(scales-1) and are cropped back.
 
 Learned scalars stay positive through softplus (steps, thresholds) or a sigmoid (p = sigmoid(p0)).
 """
@@ -34,6 +37,10 @@ GST_GRADS = ("unrolled", "implicit")
 # from an upper bound of the root (`shrinkage.gst`, eqs. N1-N2): more accurate and about twice as fast.
 GST_SOLVERS = shrinkage.GST_SOLVERS
 SOLVER_ITERATIONS = {"fixed_point": 3, "halley": 1}
+# The image update before IPMM: the paper's gradient step IGDM (eq. 17), or the data term's proximal
+# operator solved in closed form (`steps.closed_form_image_step`), which can undo a large blur in one
+# stage where a few gradient steps cannot.
+IMAGE_STEPS = ("gradient", "closed_form")
 
 # Initial values of the learned scalars (see steps.py for the step-size scaling):
 #  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1 for circular/zero boundaries (rho = 1
@@ -45,6 +52,10 @@ SOLVER_ITERATIONS = {"fixed_point": 3, "halley": 1}
 #    and 0.01 is the usual ISTA-Net+ starting threshold; p = 0.5 is a hyper-Laplacian prior.
 MU_INIT = 1.0
 RHO_INIT = 1.0
+# beta of the closed-form step: the weight of ||r - u_{k-1}||^2 against the summed data term, i.e. a
+# Wiener noise-to-signal ratio (|K|^2 <= 1 for a normalised kernel): 0.01 deconvolves the frequencies
+# the kernel keeps above 10 % and leaves the rest to the prior.
+BETA_INIT = 0.01
 THETA_INIT = 0.01
 P_INIT = 0.5
 # Initial weight scale of the last convolution of G~ and F~ (the prox networks' residual branches):
@@ -133,6 +144,11 @@ def check_stage_unroll(stage_unroll: int, remat: bool):
     if remat and stage_unroll != 1:
         # Unrolled, XLA schedules the recomputation next to the forward pass and memory does not drop.
         raise ValueError(f"remat needs the rolled stage loop (stage_unroll=1), got {stage_unroll}")
+
+
+def check_image_step(image_step: str):
+    if image_step not in IMAGE_STEPS:
+        raise ValueError(f"image_step must be one of {IMAGE_STEPS}, got {image_step!r}")
 
 
 def _check_gst_solver(gst_solver: str):
@@ -230,7 +246,8 @@ class Stage(nnx.Module):
     """One unrolled iteration: KGDM (eq. 11) -> KPM (eq. 12) -> eq. (14) -> IGDM (eq. 17) -> IPMM
     (eq. 18).
 
-    Learned scalars by name: `mu` (mu_k of eq. 11), `rho` (rho_k of eq. 17),
+    Learned scalars by name: `mu` (mu_k of eq. 11), `rho` (rho_k of eq. 17; or `beta`, the prior
+    weight of the closed-form image step, with `image_step="closed_form"`),
     `kernel_prox.threshold.theta` (theta_1k of eq. 12), `image_prox.thresholds[i].theta` and `.p`
     (theta_2k and p of scale i, eqs. 18-20). In `MGSTNet.stages` every one is stacked over the
     stages, so the same names give arrays `[K]`.
@@ -239,11 +256,16 @@ class Stage(nnx.Module):
     def __init__(self, *, channels: int, scales: int, kernel_rcabs: int, image_rcabs: int,
                  features: int, kernel_features: int, boundary: str, threshold: str,
                  kernel_prox: bool, reduction: int, gst_grad: str = "unrolled",
-                 gst_solver: str = "fixed_point", rngs: nnx.Rngs | Keys):
+                 gst_solver: str = "fixed_point", image_step: str = "gradient", rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
+        check_image_step(image_step)
         self.boundary = boundary
+        self.image_step = image_step
         self.raw_mu = positive(MU_INIT)
-        self.raw_rho = positive(RHO_INIT)
+        if image_step == "gradient":  # one parameter or the other: a gradient-step model's are as before
+            self.raw_rho = positive(RHO_INIT)
+        else:
+            self.raw_beta = positive(BETA_INIT)
         self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
                             if kernel_prox else None)
         self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold, reduction,
@@ -259,6 +281,17 @@ class Stage(nnx.Module):
         """rho_k, the image step size of eq. (17): softplus(raw_rho) > 0."""
         return jax.nn.softplus(self.raw_rho[...])
 
+    @property
+    def beta(self):
+        """beta_k, the prior weight of the closed-form image step: softplus(raw_beta) > 0."""
+        return jax.nn.softplus(self.raw_beta[...])
+
+    def image_update(self, u, h, g):
+        """r_k from u_{k-1} and h_k: IGDM (eq. 17) or the closed-form step, in at least float32."""
+        if self.image_step == "gradient":
+            return steps.image_step(u, h, g, self.rho, self.boundary)
+        return steps.closed_form_image_step(u, h, g, self.beta, self.boundary)
+
     def __call__(self, h, u, g):
         """(h_{k-1}, u_{k-1}, g) -> (h_k, u_k, s_k, r_k).
 
@@ -270,7 +303,7 @@ class Stage(nnx.Module):
         s = steps.kernel_step(h, u, g, self.mu, self.boundary)             # eq. (11)
         h_half = self.kernel_prox(s) if self.kernel_prox is not None else s  # eq. (12)
         h = steps.normalize_kernel(h_half.astype(s.dtype))                    # eq. (14)
-        r = steps.image_step(u, h, g, self.rho, self.boundary).astype(dtype)  # eq. (17)
+        r = self.image_update(u, h, g).astype(dtype)                          # eq. (17)
         u = self.image_prox(r)                                                # eq. (18)
         return h, u.astype(dtype), s, r
 
@@ -327,8 +360,8 @@ class MGSTNet(nnx.Module):
                  features: int = 64, kernel_features: int = 32, boundary: str = "symmetric",
                  threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
                  reduction: int = REDUCTION, gst_grad: str = "unrolled",
-                 gst_solver: str = "fixed_point", stage_unroll: int = 1, *,
-                 rngs: nnx.Rngs | None = None):
+                 gst_solver: str = "fixed_point", stage_unroll: int = 1, image_step: str = "gradient",
+                 *, rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -344,6 +377,7 @@ class MGSTNet(nnx.Module):
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
         _check_gst_grad(gst_grad)
         _check_gst_solver(gst_solver)
+        check_image_step(image_step)
         check_stage_unroll(stage_unroll, remat)
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
@@ -351,12 +385,13 @@ class MGSTNet(nnx.Module):
         self.remat = remat
         self.num_stages = stages
         self.stage_unroll = stage_unroll
+        self.image_step = image_step
         # Built one by one (each its own random draws), then stacked into one module.
         graphdefs, states = zip(*(nnx.split(Stage(
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
             features=features, kernel_features=kernel_features, boundary=boundary,
             threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, gst_grad=gst_grad,
-            gst_solver=gst_solver, rngs=rngs))
+            gst_solver=gst_solver, image_step=image_step, rngs=rngs))
             for _ in range(stages)))
         self.stages = nnx.merge(graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 
@@ -370,11 +405,22 @@ class MGSTNet(nnx.Module):
         h0 = jnp.asarray(kernels.uniform(self.kernel_size), jnp.float32)
         return jnp.broadcast_to(h0, (n, self.kernel_size, self.kernel_size))
 
-    def __call__(self, g) -> MGSTNetOutput:
+    def __call__(self, g, h0=None) -> MGSTNetOutput:
+        """The K stages on `g [N, H, W, C]` from u_0 = g and h_0 = `h0` (`[N, k, k]` or `[k, k]`, a
+        kernel: nonnegative, summing to one, e.g. `steps.normalize_kernel(h)`), by default the
+        uniform kernel (the paper's; passing it gives bit for bit the same result)."""
         if g.ndim != 4 or g.shape[-1] != self.channels:
             raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
-        # h_0 uniform (at least float32, like every kernel the stages return), u_0 = g.
-        h, u = self.initial_kernel(g.shape[0]).astype(_at_least_float32(g).dtype), g
+        k = self.kernel_size
+        if h0 is None:
+            h0 = self.initial_kernel(g.shape[0])
+        else:
+            h0 = jnp.asarray(h0)
+            if h0.shape[-2:] != (k, k) or h0.ndim not in (2, 3) or (h0.ndim == 3 and h0.shape[0] != g.shape[0]):
+                raise ValueError(f"h0 must be [{k}, {k}] or [{g.shape[0]}, {k}, {k}], got {h0.shape}")
+            h0 = jnp.broadcast_to(h0, (g.shape[0], k, k)).astype(jnp.float32)
+        # h_0 (at least float32, like every kernel the stages return), u_0 = g.
+        h, u = h0.astype(_at_least_float32(g).dtype), g
         graphdef, state = nnx.split(self.stages)
 
         def body(carry, stage_state):

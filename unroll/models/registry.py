@@ -40,7 +40,7 @@ def _build_mgstnet(config: Config, rngs: nnx.Rngs) -> MGSTNet:
                    threshold=config.threshold, gst_grad=config.gst_grad,
                    gst_solver=config.gst_solver,
                    kernel_prox=config.kernel_prox, remat=config.remat,
-                   stage_unroll=config.stage_unroll, rngs=rngs)
+                   stage_unroll=config.stage_unroll, image_step=config.image_step, rngs=rngs)
 
 
 def _full_size(images) -> tuple:

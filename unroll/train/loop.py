@@ -14,6 +14,7 @@ import jax
 
 from unroll import data, plots
 from unroll.checkpoint import Checkpoints
+from unroll.classical.warm import warm_start
 from unroll.config import Config, ConfigError
 from unroll.models import registry
 from unroll.progress import Progress
@@ -67,7 +68,7 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
 
     train_step = make_train_step(graphdef, config, tx, mesh)
-    predict = make_predict(graphdef, config.bf16)
+    predict = make_predict(graphdef, config.bf16, warm_start(config))
     step = int(state["step"])
     log = ScalarLog(workdir, resume_step=step)
     progress = Progress(total_steps, "step", start=step, unit=" img/s")
@@ -140,6 +141,6 @@ def evaluate_checkpoint(config: Config, workdir, which: str = "latest") -> dict:
     with Checkpoints(workdir) as checkpoints:
         checkpoints.check_compatible(config, which)
         graphdef, params, step = checkpoints.restore_model(which)
-    return evaluate(make_predict(graphdef, config.bf16), distributed.local_copy(params),
+    return evaluate(make_predict(graphdef, config.bf16, warm_start(config)), distributed.local_copy(params),
                     make_eval_set(config), config, out_dir=Path(workdir),
                     extra={"num_params": registry.num_params(params), "step": step})

@@ -38,13 +38,20 @@ def float32(tree):
     return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
 
+def apply(model, inputs, batch: dict):
+    """The model on a batch's inputs, from the batch's initial kernels "h0" when it has them (a
+    warm-started MGSTNet trains on perturbed true kernels, `Config.kernel_init="classical"`)."""
+    h0 = batch.get("h0")
+    return model(inputs) if h0 is None else model(inputs, h0)
+
+
 def make_train_step(graphdef, config: Config, tx, mesh):
     """jit-compiled `(state, batch) -> (state, metrics)`, batch sharded over the mesh's data axis."""
     task = TASKS[config.model]
 
     def loss_fn(params, batch):
         model, inputs = compute(graphdef, params, batch["blurred"], config)
-        return task.loss(float32(model(inputs)), batch, config)
+        return task.loss(float32(apply(model, inputs, batch)), batch, config)
 
     def train_step(state, batch):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
@@ -63,17 +70,22 @@ def make_train_step(graphdef, config: Config, tx, mesh):
                    donate_argnums=0)
 
 
-def make_predict(graphdef, bf16: bool = False):
-    """jit-compiled `(params, blurred [N, H, W, C]) -> model output` (recompiles per image size).
+def make_predict(graphdef, bf16: bool = False, initial_kernels=None):
+    """`(params, blurred [N, H, W, C]) -> model output`, jit-compiled (recompiles per image size).
 
-    Give it `distributed.local_copy(params)`: prediction runs on one local device per process.
+    `initial_kernels` (`warm_start(config)`): a host function giving h_0 for the images, passed to
+    the model (MGSTNet's warm start). Give it `distributed.local_copy(params)`: prediction runs on
+    one local device per process.
     """
-    def predict(params, g):
+    def predict(params, g, *h0):
         if bf16:
             params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
-            return float32(nnx.merge(graphdef, params)(g.astype(jnp.bfloat16)))
-        return nnx.merge(graphdef, params)(g)
-    return jax.jit(predict)
+            return float32(nnx.merge(graphdef, params)(g.astype(jnp.bfloat16), *h0))
+        return nnx.merge(graphdef, params)(g, *h0)
+    predict = jax.jit(predict)
+    if initial_kernels is None:
+        return predict
+    return lambda params, g: predict(params, g, jnp.asarray(initial_kernels(np.asarray(g))))
 
 
 # Stage-loop modes of `compile_seconds`: (remat, stage_unroll).

@@ -1,0 +1,129 @@
+"""MGSTNet beyond the paper (issue 29): the closed-form image step and the warm start h_0."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from unroll import kernels, metrics, ops
+from unroll.classical import warm
+from unroll.config import Config, ConfigError
+from unroll.models import MGSTNet
+
+TINY = dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=8, kernel_features=4,
+            kernel_size=9, reduction=2)
+
+
+_JITTED = {}
+
+
+def _forward(model, g, *h0):
+    """The model's forward, jitted once per graph (so the tests share compilations)."""
+    graphdef, state = nnx.split(model)
+    if graphdef not in _JITTED:
+        _JITTED[graphdef] = jax.jit(lambda s, x, *h: nnx.merge(graphdef, s)(x, *h))
+    return _JITTED[graphdef](state, g, *h0)
+
+
+def _shake_pair(seed=0, hw=(48, 48), channels=3, noise=0.0):
+    rng = np.random.default_rng(seed)
+    sharp = np.kron(rng.random((hw[0] // 4, hw[1] // 4, channels)), np.ones((4, 4, 1))).astype(np.float32)
+    h = kernels.motion(9, rng, length=7.0)
+    g = np.asarray(ops.blur(jnp.asarray(sharp)[None], jnp.asarray(h)[None]))
+    g = g + noise * rng.standard_normal(g.shape).astype(np.float32)
+    return jnp.asarray(sharp)[None], jnp.asarray(g), h
+
+
+def test_a_uniform_h0_reproduces_the_papers_forward_exactly():
+    model = MGSTNet(**TINY, rngs=nnx.Rngs(0))
+    _, g, _ = _shake_pair()
+    g = jnp.concatenate([g, g[:, ::-1]])
+    default = _forward(model, g)
+    for h0 in (kernels.uniform(9), np.stack([kernels.uniform(9)] * 2)):
+        given = _forward(model, g, jnp.asarray(h0))
+        for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(given)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_h0_is_used_and_checked():
+    model = MGSTNet(**TINY, rngs=nnx.Rngs(0))
+    _, g, h = _shake_pair()
+    g = jnp.concatenate([g, g[:, ::-1]])
+    out = _forward(model, g, jnp.asarray(np.stack([h, h])))
+    assert not np.allclose(np.asarray(out.images), np.asarray(_forward(model, g).images))
+    with pytest.raises(ValueError, match="h0 must be"):
+        model(g, jnp.ones((7, 7)))
+    with pytest.raises(ValueError, match="h0 must be"):
+        model(g, jnp.ones((3, 9, 9)))
+
+
+def test_parameters_of_the_two_image_steps():
+    """A gradient-step model keeps exactly the paper's parameters (checkpoints load as before); the
+    closed-form model has a beta per stage instead of rho."""
+    grad = nnx.state(MGSTNet(**TINY, rngs=nnx.Rngs(0)), nnx.Param)
+    closed = nnx.state(MGSTNet(**TINY, image_step="closed_form", rngs=nnx.Rngs(0)), nnx.Param)
+    grad, closed = nnx.to_pure_dict(grad)["stages"], nnx.to_pure_dict(closed)["stages"]
+    assert "raw_rho" in grad and "raw_beta" not in grad
+    assert "raw_beta" in closed and "raw_rho" not in closed
+    assert closed["raw_beta"].shape == (2,)
+    with pytest.raises(ValueError, match="image_step"):
+        MGSTNet(**TINY, image_step="newton")
+
+
+def test_the_closed_form_step_uses_a_good_kernel_where_the_gradient_step_cannot():
+    """Untrained networks (their priors add almost nothing) started from the true kernel: the
+    closed-form step restores most of the blur, two gradient steps little; from the uniform h_0 the
+    closed-form network is worse than from the true kernel."""
+    sharp, g, h = _shake_pair(noise=0.002)
+    psnr = {}
+    for step in ("gradient", "closed_form"):
+        model = MGSTNet(**TINY, image_step=step, rngs=nnx.Rngs(0))
+        for name, h0 in (("true", jnp.asarray(h)), ("uniform", None)):
+            out = _forward(model, g, *(() if h0 is None else (h0,)))
+            psnr[step, name] = float(metrics.psnr(jnp.clip(out.images[-1], 0, 1), sharp)[0])
+    blurred = float(metrics.psnr(g, sharp)[0])
+    assert psnr["closed_form", "true"] > blurred + 3, (psnr, blurred)
+    assert psnr["closed_form", "true"] > psnr["gradient", "true"] + 2, psnr
+    assert psnr["closed_form", "true"] > psnr["closed_form", "uniform"] + 2, psnr
+
+
+def test_gradients_reach_beta_and_h0_paths_are_finite():
+    model = MGSTNet(**TINY, image_step="closed_form", rngs=nnx.Rngs(0))
+    sharp, g, h = _shake_pair()
+    graphdef, params = nnx.split(model)
+
+    def loss(params):
+        out = nnx.merge(graphdef, params)(g, jnp.asarray(h))
+        return jnp.mean((out.images - sharp) ** 2)
+
+    grads = nnx.to_pure_dict(jax.jit(jax.grad(loss))(params))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads))
+    assert float(jnp.abs(grads["stages"]["raw_beta"]).min()) > 0
+
+
+def test_config_fields_are_validated_and_part_of_the_signature():
+    assert Config(steps=1, image_step="closed_form").validate().model_signature()["image_step"] == "closed_form"
+    assert Config.from_dict({"steps": 1}).image_step == "gradient"  # older checkpoints: the paper's step
+    with pytest.raises(ConfigError, match="--image_step"):
+        Config(steps=1, image_step="x").validate()
+    with pytest.raises(ConfigError, match="--kernel_init"):
+        Config(steps=1, kernel_init="true").validate()
+    with pytest.raises(ConfigError, match="--kernel_init"):
+        Config(steps=1, model="idc", kernel_init="classical").validate()
+    assert warm.warm_start(Config(steps=1)) is None
+
+
+def test_initial_kernels_estimate_the_blur_from_the_luminance():
+    """A blurred RGB image: the classical estimate beats the uniform kernel as a guess of the truth,
+    and equals the estimate on the luminance."""
+    rng = np.random.default_rng(3)
+    gray = np.kron(rng.random((16, 16)), np.ones((5, 5))).astype(np.float32)  # 80x80 blocks
+    h = kernels.motion(9, rng, length=6.0)
+    g = np.asarray(ops.blur(jnp.asarray(gray)[None, ..., None], jnp.asarray(h)[None]))
+    rgb = np.repeat(g, 3, axis=-1)
+    h0 = warm.warm_start(Config(steps=1, kernel_size=9, kernel_init="classical"))(rgb)
+    assert h0.shape == (1, 9, 9) and abs(float(h0.sum()) - 1) < 1e-4
+    assert float(metrics.mnc(h0[0], h)[0]) > float(metrics.mnc(kernels.uniform(9), h)[0]) + 0.2
+    # The luminance of a replicated gray image is the image up to float32 rounding.
+    np.testing.assert_allclose(h0, warm.initial_kernels(g, 9), atol=2e-4)
