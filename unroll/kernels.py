@@ -207,7 +207,7 @@ def _splat(points, size: int):
 
 def perturb(h: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """An initial kernel h_0 that errs as a classical blind estimator's does, made from the true
-    kernel `h` `[k, k]`: for training a warm-started network without running the estimator per crop.
+    kernel `h` `[kh, kw]`: for training a warm-started network without running the estimator per crop.
 
     Error model (each part drawn independently; at least one always applies), in this order:
       * scale (p = 0.5): the path dilated or eroded about the centre by a factor in [0.7, 1.3]
@@ -230,11 +230,10 @@ def perturb(h: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ((15, 15), dtype('float32'), 1.0, True, True)
     """
     h = np.asarray(h, np.float64)
-    if h.ndim != 2 or h.shape[0] != h.shape[1]:
-        raise ValueError(f"perturb needs a square [k, k] kernel, got shape {h.shape}")
+    if h.ndim != 2:
+        raise ValueError(f"perturb needs one [kh, kw] kernel, got shape {h.shape}")
     if not np.isfinite(h).all() or (h < 0).any() or h.sum() <= 0:
         raise ValueError("perturb needs a finite nonnegative kernel with positive mass")
-    size = h.shape[0]
     parts = rng.random(6) < (0.5, 0.1, 0.7, 0.4, 0.4, 0.5)
     if not parts.any():
         parts[rng.integers(6)] = True
@@ -263,13 +262,13 @@ def perturb(h: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h = h + rng.exponential(rng.uniform(0.01, 0.08) * peak, h.shape)
         h = np.where(h < rng.uniform(0, 0.1) * h.max(), 0.0, h)
     if not np.isfinite(h).all() or h.sum() <= 0:  # cannot happen for a valid h; never give NaN
-        return uniform(size)
+        return np.full(h.shape, 1.0 / h.size, np.float32)
     return _normalise(h)
 
 
 def _rescale(h: np.ndarray, factor: float) -> np.ndarray:
     """`h` magnified by `factor` about its centre element (bilinear), same shape, mass kept."""
-    c = h.shape[0] // 2
+    c = np.array(h.shape) // 2
     out = ndimage.affine_transform(h, np.eye(2) / factor, offset=c - c / factor, order=1)
     return out / out.sum() if out.sum() > 0 else h
 
