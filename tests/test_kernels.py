@@ -169,9 +169,20 @@ def test_perturb_keeps_a_psf_of_the_same_shape_and_differs_from_it(size):
         assert not np.allclose(h0, h, atol=1e-4)
         scores.append(_mnc(h0, h))
         moved.append(np.hypot(*np.subtract(_centroid(h0), _centroid(h))))
-    # Wrong, as an estimate is, but still related to the truth (MNC of a uniform kernel ~0.1-0.3).
-    assert 0.3 < np.mean(scores) < 0.95 and min(scores) > 0.2 and max(scores) > 0.95
+    # Wrong, as an estimate is, but mostly still related to the truth; a few failed estimates.
+    assert 0.5 < np.mean(scores) < 0.9 and max(scores) > 0.95
+    assert 0 < np.mean(np.array(scores) < 0.5) < 0.4
     assert max(moved) > 1.0  # some are shifted
+
+
+def test_perturb_failure_probability_sets_how_often_the_estimate_is_speckle():
+    h = kernels.shake(31, np.random.default_rng(0), extent=20)
+    never = [_mnc(kernels.perturb(h, np.random.default_rng(s), failure=0.0), h) for s in range(20)]
+    always = [_mnc(kernels.perturb(h, np.random.default_rng(s), failure=1.0), h) for s in range(20)]
+    assert min(never) > 0.45 and np.mean(never) > 0.75
+    assert np.mean(always) < 0.6 and np.mean(always) < np.mean(never) - 0.2
+    with pytest.raises(ValueError, match="failure"):
+        kernels.perturb(h, np.random.default_rng(0), failure=1.5)
 
 
 def test_perturb_is_seeded_takes_any_2d_kernel_and_refuses_bad_input():
