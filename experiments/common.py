@@ -49,6 +49,9 @@ HELP = {
     "noise_max": "if > 0, each training image's noise std is drawn from [noise, noise_max] "
                  "(evaluation keeps --noise)",
     "motion_prob": "probability of a random motion kernel instead of a Gaussian",
+    "shake_prob": "probability of a camera-shake kernel from a random-acceleration trajectory "
+                  "(kernels.shake) instead of a Gaussian; motion_prob + shake_prob <= 1",
+    "quantize": "round the noisy blurred images (training and evaluation) to 8 bits, clipped to [0, 1]",
     "gray_prob": "probability that a training crop is made gray (BT.601 luminance on all 3 "
                  "channels), so an RGB model also learns gray inputs",
     "eval_crop": "centre-crop evaluation images to this size (0: whole images)",

@@ -40,11 +40,14 @@ DATA = {
 
 
 def card(name: str, config, metrics: dict, command: str, minutes: float, machine: str) -> str:
-    blur = (f"Random camera-shake kernels (`unroll.kernels.motion`, extent up to {config.kernel_size - 1} "
-            f"px) with probability {config.motion_prob}, else isotropic Gaussians"
-            if config.motion_prob else "Isotropic Gaussians")
+    kinds = [f"`unroll.kernels.{kind}` with probability {p}" for kind, p in
+             (("motion", config.motion_prob), ("shake", config.shake_prob)) if p]
+    blur = (f"Random camera-shake kernels ({', '.join(kinds)}; extent up to {config.kernel_size - 1} px), "
+            "else isotropic Gaussians" if kinds else "Isotropic Gaussians")
     noise = (f"white Gaussian noise, std drawn per image in [{config.noise}, {config.noise_max}]"
              if config.noise_max else f"white Gaussian noise, std {config.noise}")
+    if config.quantize:
+        noise += ", then 8-bit quantisation"
     lines = [
         f"# Model card: `{name}`\n",
         PURPOSE[name] + "\n",

@@ -95,14 +95,14 @@ def _data(config, crop):
         config.train_dir or None, patch_size=config.patch_size, batch_size=config.batch_size,
         sigma_range=(config.sigma_min, config.sigma_max), kernel_size=config.kernel_size,
         noise=config.noise, motion_prob=config.motion_prob, seed=config.seed,
-        channels=config.channels))
+        channels=config.channels, shake_prob=config.shake_prob, quantize=config.quantize))
     batches = [{k: next_batch[k] for k in ("blurred", "sharp")}
                for next_batch in (next(stream) for _ in range(FLAGS.num_batches))]
     eval_set = data.make_eval_dataset(
         config.test_dir or None, kernel_size=config.kernel_size,
         sigma_range=(config.sigma_min, config.sigma_max), noise=config.noise,
         motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
-        center_crop=config.eval_crop or None)
+        center_crop=config.eval_crop or None, shake_prob=config.shake_prob, quantize=config.quantize)
     examples = [eval_set[i] for i in range(min(FLAGS.num_images, len(eval_set)))]
     small = [e["name"] for e in examples if min(e["blurred"].shape[:2]) < crop]
     if small:

@@ -53,6 +53,8 @@ class Config:
     noise: float = 0.0
     noise_max: float = 0.0  # > 0: each training image's noise std ~ U[noise, noise_max]
     motion_prob: float = 0.0
+    shake_prob: float = 0.0  # probability of a kernels.shake kernel (Gaussian: 1 - motion - shake)
+    quantize: bool = False  # round the blurred images to 8 bits
     gray_prob: float = 0.0  # fraction of training crops made gray (RGB models)
     eval_crop: int = 0
     num_workers: int = 0
@@ -119,6 +121,8 @@ class Config:
         need(self.noise_max == 0 or self.noise_max >= self.noise, "noise_max",
              f"must be 0 (fixed noise) or >= --noise={self.noise}")
         need(0 <= self.motion_prob <= 1, "motion_prob", "must be in [0, 1]")
+        need(0 <= self.shake_prob <= 1 and self.motion_prob + self.shake_prob <= 1 + 1e-9, "shake_prob",
+             f"must be in [0, 1] with --motion_prob={self.motion_prob} + --shake_prob <= 1")
         need(0 <= self.gray_prob <= 1, "gray_prob", "must be in [0, 1]")
         need(self.gray_prob == 0 or self.channels == 3, "gray_prob",
              f"needs --channels=3 (RGB crops made gray), got --channels={self.channels}")

@@ -33,12 +33,15 @@ viewers show the picture; header sizes account for it.
 Degradation `g = h * u + n` (paper eq. 1), computed on the host in numpy (`blur_host`, the same
 symmetric-boundary convolution as `unroll.ops.blur(..., "symmetric")`, so grain workers never call
 JAX): `h` an isotropic Gaussian `kernel_size`^2 with sigma ~ U[sigma_range] or, with probability
-`motion_prob`, a random camera-shake kernel; `n` white Gaussian noise of std `noise` (or, for
-training with a `(low, high)` pair, a std drawn per image from that range). With `gray_prob`, a
+`motion_prob`, a random camera-shake kernel (`kernels.motion`), or with probability `shake_prob` one
+of `kernels.shake`; `n` white Gaussian noise of std `noise` (or, for training with a `(low, high)`
+pair, a std drawn per image from that range); with `quantize`, the result rounded to 8 bits. With `gray_prob`, a
 training crop is first made gray (BT.601 luminance replicated over the 3 channels) with that
-probability, so an RGB model also sees gray inputs. The result is NOT clipped to [0, 1]: the model
-has no clipping, and keeping it makes
-`blurred == ops.blur(sharp, kernel) + n` hold exactly for the recorded kernel.
+probability, so an RGB model also sees gray inputs. Without `quantize` the result is NOT clipped to
+[0, 1]: the model has no clipping, and keeping it makes
+`blurred == ops.blur(sharp, kernel) + n` hold exactly for the recorded kernel. With
+`initial_kernels`, each training example also carries "h0" = `kernels.perturb(kernel)`, an initial
+kernel that errs as a classical blind estimator does (for warm-started networks).
 
 Memory: sources read image sizes from the file headers up front (cheap validation) and decode pixels
 on access; decoded images are cached in memory when the whole set fits in `AUTO_CACHE_BYTES`

@@ -4,7 +4,10 @@
 grain workers never call JAX: `h` an isotropic Gaussian `kernel_size`^2 with sigma ~ U[sigma_range]
 or, with probability `motion_prob`, a random camera-shake kernel; `n` white Gaussian noise of std
 `noise`. The result is NOT clipped to [0, 1]: the model has no clipping, and keeping it makes
-`blurred == ops.blur(sharp, kernel) + n` hold exactly for the recorded kernel.
+`blurred == ops.blur(sharp, kernel) + n` hold exactly for the recorded kernel. With `shake_prob`,
+that share of the kernels are `kernels.shake` camera shake (the rest of `motion_prob` stays
+`kernels.motion`); `quantize` rounds the noisy result to 8 bits as a camera file would (then it is
+clipped to [0, 1] and the identity above holds only up to the rounding).
 """
 
 from __future__ import annotations
@@ -35,13 +38,20 @@ def blur_host(u: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Degradation:
-    """Random blur and noise: Gaussian sigma ~ U[sigma_range] (or a motion kernel with probability
-    `motion_prob`), noise std `noise` (a float, or a (low, high) range sampled per image)."""
+    """Random blur and noise: a `kernels.motion` kernel with probability `motion_prob`, a
+    `kernels.shake` kernel with probability `shake_prob`, else a Gaussian with sigma ~ U[sigma_range];
+    noise std `noise` (a float, or a (low, high) range sampled per image); with `quantize`, the
+    noisy blurred image clipped to [0, 1] and rounded to multiples of 1/255 (8 bits).
+
+    With `shake_prob` = 0 and `quantize` off, the random draws and results are exactly those of the
+    generator before these options existed."""
 
     kernel_size: int = 15
     sigma_range: tuple[float, float] = (0.2, 4.0)
     noise: float | tuple[float, float] = 0.0
     motion_prob: float = 0.0
+    shake_prob: float = 0.0
+    quantize: bool = False
 
     def __post_init__(self):
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -54,6 +64,9 @@ class Degradation:
             raise ValueError(f"noise must be >= 0 (or a range 0 <= low <= high), got {self.noise}")
         if not 0 <= self.motion_prob <= 1:
             raise ValueError(f"motion_prob must be in [0, 1], got {self.motion_prob}")
+        if not (0 <= self.shake_prob <= 1 and self.motion_prob + self.shake_prob <= 1 + 1e-9):
+            raise ValueError(f"shake_prob must be in [0, 1] with motion_prob + shake_prob <= 1, got "
+                             f"{self.shake_prob} with motion_prob {self.motion_prob}")
 
     def _noise_range(self) -> tuple[float, float]:
         if isinstance(self.noise, (tuple, list)):
@@ -61,8 +74,13 @@ class Degradation:
         return float(self.noise), float(self.noise)
 
     def sample_kernel(self, rng: np.random.Generator) -> np.ndarray:
-        if self.motion_prob > 0 and rng.random() < self.motion_prob:
-            return _kernels.motion(self.kernel_size, rng)
+        # One uniform draw picks the kind, and none when only Gaussians are possible.
+        if self.motion_prob > 0 or self.shake_prob > 0:
+            pick = rng.random()
+            if pick < self.motion_prob:
+                return _kernels.motion(self.kernel_size, rng)
+            if pick < self.motion_prob + self.shake_prob:
+                return _kernels.shake(self.kernel_size, rng)
         return _kernels.gaussian(self.kernel_size, float(rng.uniform(*self.sigma_range)))
 
     def __call__(self, sharp: np.ndarray, rng: np.random.Generator):
@@ -73,5 +91,7 @@ class Degradation:
         sigma_n = nlo if nlo == nhi else float(rng.uniform(nlo, nhi))
         if sigma_n > 0:
             blurred += np.float32(sigma_n) * rng.standard_normal(blurred.shape, dtype=np.float32)
+        if self.quantize:
+            blurred = (np.round(np.clip(blurred, 0, 1) * 255) / 255).astype(np.float32)
         return blurred, kernel
 

@@ -73,7 +73,8 @@ def make_eval_dataset(source_or_dir=None, *, kernel_size: int = 15, sigma_range=
                       noise=0.0, motion_prob: float = 0.0, seed: int = 0, channels: int = 3,
                       center_crop: int | tuple[int, int] | None = None,
                       process_index: int = 0, process_count: int = 1,
-                      skip_bad: bool = False) -> EvalSet:
+                      skip_bad: bool = False, shake_prob: float = 0.0,
+                      quantize: bool = False) -> EvalSet:
     """A fixed evaluation set (None -> built-in "test" split; a folder with blur/ and sharp/ is
     read as pairs, others are degraded with a per-image fixed blur and noise, see `example_rng`).
 
@@ -84,7 +85,8 @@ def make_eval_dataset(source_or_dir=None, *, kernel_size: int = 15, sigma_range=
     if not 0 <= process_index < process_count:
         raise ValueError(f"need 0 <= process_index < process_count, got {process_index}, "
                          f"{process_count}")
-    degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob)
+    degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob, shake_prob,
+                              bool(quantize))
     source = open_source(source_or_dir, channels=channels, split="test", skip_bad=skip_bad)
     if center_crop is not None:
         crop = (center_crop, center_crop) if isinstance(center_crop, int) else center_crop

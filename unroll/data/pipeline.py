@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from unroll import kernels as _kernels
 from unroll.data.degradation import Degradation
 from unroll.data.images import DataError
 from unroll.data.sources import _drop_small, _is_paired, open_source
@@ -44,14 +45,24 @@ class TrainTransform:
     gray_prob: probability that an (unpaired) crop is made gray before it is degraded, so that an
       RGB model also learns gray inputs. At 0 no random number is drawn for it, so the batches are
       exactly those of a transform without it.
+    initial_kernels: add "h0" = `kernels.perturb(kernel, rng)`, an initial kernel that errs as a
+      classical blind estimator does, drawn after everything else from the same rng and in the
+      crop's frame (for training a warm-started network). Off, nothing is drawn for it.
     """
 
     patch_size: int
     degradation: Degradation
     paired: bool = False
     gray_prob: float = 0.0
+    initial_kernels: bool = False
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        out = self._degrade(example, rng)
+        if self.initial_kernels:
+            out["h0"] = _kernels.perturb(out["kernel"], rng)
+        return out
+
+    def _degrade(self, example: dict, rng: np.random.Generator) -> dict:
         if self.paired:
             crops = _random_crop([example["blurred"], example["sharp"]], self.patch_size, rng)
             has_kernel = "kernel" in example
@@ -90,13 +101,16 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                        motion_prob: float = 0.0, seed: int = 0, channels: int = 3,
                        process_index: int | None = None, process_count: int | None = None,
                        num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
-                       skip_bad: bool = False, gray_prob: float = 0.0):
+                       skip_bad: bool = False, gray_prob: float = 0.0, shake_prob: float = 0.0,
+                       quantize: bool = False, initial_kernels: bool = False):
     """Infinite, seeded, checkpointable iterator of host batches for this process.
 
     Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
     "blurred", "sharp" `[B, P, P, C]` and "kernel" `[B, k, k]` (for a PairedFolder: its kernels, or
     no "kernel" key when it has none). `noise` is a std or a `(low, high)` range drawn per image;
-    `gray_prob` (channels=3, unpaired sources only) makes that fraction of the crops gray.
+    `gray_prob` (channels=3, unpaired sources only) makes that fraction of the crops gray;
+    `shake_prob` and `quantize` are those of `Degradation`. With `initial_kernels`, batches also
+    carry "h0" `[B, k, k]`, `kernels.perturb` of each "kernel" (a paired source needs kernels/).
     Pipeline: the source sliced `process_index::process_count` (disjoint shards), shuffled with a
     fresh order each epoch, repeated forever, randomly cropped / flipped / rotated and degraded per
     element (grain seeds each element from `seed` and its index, so batches do not depend on
@@ -120,13 +134,17 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     if gray_prob > 0 and channels != 3:
         raise ValueError(f"gray_prob needs channels=3 (RGB), got channels={channels}")
     noise = tuple(noise) if isinstance(noise, (tuple, list)) else noise
-    degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob)
+    degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob, shake_prob,
+                              bool(quantize))
     source = open_source(source_or_dir, channels=channels, split="train", skip_bad=skip_bad)
     source = _drop_small(source, patch_size, skip_bad, "patch size")
     paired = _is_paired(source)
     if paired and gray_prob > 0:  # not implemented for given pairs: refuse rather than ignore it
         raise DataError(f"gray_prob applies to synthesised blur, but {source.root} holds blur/ and "
                         "sharp/ pairs")
+    if paired and initial_kernels and not source.has_kernels:
+        raise DataError(f"initial_kernels perturbs the true kernels, but {source.root} has no "
+                        "kernels/ folder")
     if paired and source.has_kernels and len({e.kernel.shape for e in source._entries}) > 1:
         raise DataError(f"kernels in {source.root / 'kernels'} have different shapes; "
                         "batches need one shape")
@@ -138,8 +156,8 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
         raise DataError(f"process {process_index} of {process_count} gets no images from "
                         f"{source.root} ({len(source)} images)")
     ds = ds.shuffle(seed=_derive_seed(seed, 0)).repeat(None)  # shuffle reseeds every epoch
-    ds = ds.random_map(TrainTransform(patch_size, degradation, paired, float(gray_prob)),
-                       seed=_derive_seed(seed, 1, process_index))
+    transform = TrainTransform(patch_size, degradation, paired, float(gray_prob), bool(initial_kernels))
+    ds = ds.random_map(transform, seed=_derive_seed(seed, 1, process_index))
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                               prefetch_buffer_size=prefetch))

@@ -130,5 +130,5 @@ def make_eval_set(config: Config):
     return data.make_eval_dataset(
         config.test_dir or None, kernel_size=config.kernel_size,
         sigma_range=(config.sigma_min, config.sigma_max), noise=config.noise,
-        motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
-        center_crop=config.eval_crop or None)
+        motion_prob=config.motion_prob, shake_prob=config.shake_prob, quantize=config.quantize,
+        seed=config.seed, channels=config.channels, center_crop=config.eval_crop or None)

@@ -54,7 +54,8 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         sigma_range=(config.sigma_min, config.sigma_max), kernel_size=config.kernel_size,
         noise=(config.noise, config.noise_max) if config.noise_max > 0 else config.noise,
         motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
-        num_workers=config.num_workers, gray_prob=config.gray_prob))
+        num_workers=config.num_workers, gray_prob=config.gray_prob, shake_prob=config.shake_prob,
+        quantize=config.quantize))
     graphdef, params = registry.build_split(config)
     tx, schedule = make_optimizer(config, total_steps, drop_step)
     state = init_state(params, tx, mesh)
