@@ -127,3 +127,27 @@ def test_initial_kernels_estimate_the_blur_from_the_luminance():
     assert float(metrics.mnc(h0[0], h)[0]) > float(metrics.mnc(kernels.uniform(9), h)[0]) + 0.2
     # The luminance of a replicated gray image is the image up to float32 rounding.
     np.testing.assert_allclose(h0, warm.initial_kernels(g, 9), atol=2e-4)
+
+
+def test_a_warm_started_closed_form_network_trains_evaluates_and_loads(tmp_path, monkeypatch):
+    """Training batches carry perturbed true kernels as h0; evaluation and unroll.load's Model
+    start from the classical estimator's kernels (counted here), and both give finite results."""
+    import unroll
+    from unroll import train
+    from unroll.classical import warm as warm_module
+
+    calls = []
+    original = warm_module.initial_kernels
+    monkeypatch.setattr(warm_module, "initial_kernels",
+                        lambda g, k, *a: calls.append(np.shape(g)) or original(g, k, *a))
+    config = Config(stages=1, scales=1, kernel_rcabs=0, image_rcabs=0, features=4, kernel_features=4,
+                    kernel_size=7, patch_size=32, batch_size=2, steps=2, learning_rate=1e-3,
+                    final_lr_steps=0, eval_crop=48, log_every=1, save_every=2, num_samples=0,
+                    image_step="closed_form", kernel_init="classical", shake_prob=0.5)
+    results = train.train_and_evaluate(config, tmp_path)
+    assert np.isfinite(results["psnr"]) and len(calls) == results["num_images"]
+    model = unroll.load(tmp_path)
+    assert model.config.kernel_init == "classical"
+    restored, kernel = model.deblur(np.full((40, 44, 3), 0.5, np.float32))
+    assert restored.shape == (40, 44, 3) and np.isfinite(restored).all()
+    assert len(calls) == results["num_images"] + 1
