@@ -317,6 +317,12 @@ def test_blind_deconvolve_forms_agree_and_rgb_of_gray_is_gray_per_band():
         for c in range(bands.shape[-1]):  # luminance of a replicated gray = the gray (to rounding)
             np.testing.assert_allclose(bands[..., c], u, atol=1e-3)
     np.testing.assert_allclose(classical.estimate_kernel(rgb, 7), h, atol=1e-4)
+    # with the fallback (no smaller size to retry at 7): the plain result if it passes, else the input
+    uf, hf, attempt = classical.blind_deconvolve(g, 7, fallback=True, return_attempt=True)
+    passed = bool(classical.check_restoration(g, u, h).ok[0])
+    assert attempt == (0 if passed else -1) and uf.shape == (64, 64) and hf.shape == (7, 7)
+    np.testing.assert_array_equal(np.asarray(uf), np.asarray(u) if passed else g)
+    np.testing.assert_array_equal(np.asarray(hf), np.asarray(h) if passed else kernels.delta(7))
 
 
 def _photo(k=9, size=128, noise=0.005, seed=0):
