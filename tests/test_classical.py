@@ -399,3 +399,18 @@ def test_never_worse_keeps_the_first_retry_that_passes(monkeypatch):
     assert attempt.tolist() == [1, 1, 1, 0] and calls == [((4, 128, 128, 1), 7)]
     np.testing.assert_array_equal(u[:3], np.stack([g] * 3))
     np.testing.assert_array_equal(he[0], np.pad(kernels.delta(7), 7))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workdir={tmp}"], "--mode"),
+    (["--mode=evaluate", "--workdir={tmp}", "--blur_sizes=15"], "--blur_sizes"),
+    (["--mode=evaluate", "--workdir={tmp}", "--kernel_size=8"], "odd"),
+    (["--mode=calibrate", "--workdir={tmp}", "--rsscn7_dir={tmp}/none"], "RSSCN7 folder"),
+])
+def test_never_worse_refuses_bad_flags_in_one_line(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "experiments.never_worse"] + [a.format(tmp=tmp_path) for a in args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
