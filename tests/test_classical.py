@@ -261,3 +261,156 @@ def test_l0_pyramid_cleanup_and_periodic_extension():
     assert float(jnp.max(jnp.abs(x[:, 0, :] - x[:, -1, :]))) <= 1.0 / 12 + 1e-6
     with pytest.raises(ValueError, match="odd"):
         classical.estimate_kernel(np.zeros((64, 64), np.float32), 8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input forms, the failure check and the fallback ("never worse").
+
+
+def test_layouts_read_every_input_form_and_refuse_the_others():
+    from unroll.classical import layout
+
+    for shape, name, n in [((40, 50), "HW", 1), ((2, 40, 50), "NHW", 2), ((40, 50, 3), "HWC", 1),
+                           ((40, 50, 1), "HWC", 1), ((2, 40, 50, 3), "NHWC", 2)]:
+        x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+        g4, got = layout.as_batch(x)
+        assert got == name and g4.shape[0] == n and g4.shape[1:3] == (40, 50), (shape, got)
+        np.testing.assert_array_equal(np.asarray(layout.from_batch(g4, got)), x)
+        assert layout.from_batch(jnp.zeros((n, 5, 5)), got).shape == ((n, 5, 5) if name[0] == "N"
+                                                                      else (5, 5))
+    # luminance: BT.601 for RGB, the band mean otherwise
+    rgb = jnp.asarray(np.random.default_rng(0).random((1, 4, 4, 3)), jnp.float32)
+    np.testing.assert_allclose(layout.luminance(rgb), rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587
+                               + rgb[..., 2] * 0.114, rtol=1e-6)
+    np.testing.assert_allclose(layout.luminance(rgb[..., :2]), rgb[..., :2].mean(-1), rtol=1e-6)
+    assert layout.as_batch(np.zeros((5, 40, 50)), "HWC")[1] == "HWC"  # said explicitly
+    for bad, kw, match in [((2, 2, 40, 50, 3), {}, "got shape"), ((40, 50), {"layout": "CHW"}, "layout"),
+                           ((40, 50), {"layout": "HWC"}, "3-D")]:
+        with pytest.raises(ValueError, match=match):
+            layout.as_batch(np.zeros(bad), **kw)
+
+
+@pytest.mark.parametrize("shape,kw,match", [
+    ((64, 64, 5), {}, "layout='HWC'"),  # a last axis > 4 reads as [N, H, W]: 5 px wide is too narrow
+    ((64, 64), {}, "twice the kernel"), ((2, 2, 64, 64, 1), {}, "got shape"),
+    ((1, 64, 64), {"layout": "NHWC"}, "4-D")])
+def test_blind_deconvolve_refuses_bad_shapes_in_one_line(shape, kw, match):
+    k = 33 if shape == (64, 64) else 7
+    for fn in (classical.blind_deconvolve, classical.estimate_kernel):
+        with pytest.raises(ValueError, match=match) as err:
+            fn(np.zeros(shape, np.float32), k, **kw)
+        assert "\n" not in str(err.value)
+
+
+def test_blind_deconvolve_forms_agree_and_rgb_of_gray_is_gray_per_band():
+    g, _, _ = _capture()
+    u, h = classical.blind_deconvolve(g, 7)  # [H, W]: one compilation (batch 1) serves every form
+    assert u.shape == (64, 64) and h.shape == (7, 7)
+    rgb = np.repeat(g[..., None], 3, axis=-1)
+    for x, kw, u_shape, h_shape in [(rgb, {}, (64, 64, 3), (7, 7)), (g[None], {}, (1, 64, 64), (1, 7, 7)),
+                                    (rgb[None], {}, (1, 64, 64, 3), (1, 7, 7)),
+                                    (g[..., None], {}, (64, 64, 1), (7, 7))]:
+        ux, hx = classical.blind_deconvolve(x, 7, **kw)
+        assert ux.shape == u_shape and hx.shape == h_shape
+        np.testing.assert_allclose(np.asarray(hx).reshape(7, 7), h, atol=1e-4)
+        bands = np.asarray(ux).reshape(64, 64, -1)
+        for c in range(bands.shape[-1]):  # luminance of a replicated gray = the gray (to rounding)
+            np.testing.assert_allclose(bands[..., c], u, atol=1e-3)
+    np.testing.assert_allclose(classical.estimate_kernel(rgb, 7), h, atol=1e-4)
+    # with the fallback (no smaller size to retry at 7): the plain result if it passes, else the input
+    uf, hf, attempt = classical.blind_deconvolve(g, 7, fallback=True, return_attempt=True)
+    passed = bool(classical.check_restoration(g, u, h).ok[0])
+    assert attempt == (0 if passed else -1) and uf.shape == (64, 64) and hf.shape == (7, 7)
+    np.testing.assert_array_equal(np.asarray(uf), np.asarray(u) if passed else g)
+    np.testing.assert_array_equal(np.asarray(hf), np.asarray(h) if passed else kernels.delta(7))
+
+
+def _photo(k=9, size=128, noise=0.005, seed=0):
+    """A real photograph (scikit-image's camera), blurred by a camera-shake kernel, 8-bit."""
+    from skimage import data as skdata
+
+    from unroll.data.degradation import blur_host
+
+    rng = np.random.default_rng(seed)
+    sharp = skdata.camera()[150:150 + size, 200:200 + size, None].astype(np.float32) / 255
+    h = kernels.motion(k, rng, length=k - 1).astype(np.float32)
+    g = blur_host(sharp, h) + noise * rng.standard_normal(sharp.shape).astype(np.float32)
+    return (np.round(np.clip(g, 0, 1) * 255) / 255).astype(np.float32)[..., 0], sharp[..., 0], h
+
+
+def test_check_passes_the_true_kernel_and_fails_a_wrong_one():
+    from unroll import metrics, nonblind
+
+    g, sharp, h = _photo()
+    good = np.asarray(nonblind.deconvolve(g, h))
+    wrong = np.zeros((21, 21), np.float32)
+    wrong[10, [0, 20]] = 0.5  # two far-apart points: a blur that is not there
+    bad = np.asarray(nonblind.deconvolve(g, wrong))
+    psnr = lambda x: float(metrics.psnr(np.clip(x, 0, 1)[None, ..., None], sharp[None, ..., None])[0])  # noqa: E731
+    assert psnr(good) > psnr(g) + 1 and psnr(bad) < psnr(g) - 3  # the case is what it claims to be
+    verdict = classical.check_restoration(np.stack([g, g]), np.stack([good, bad]), np.stack([
+        np.pad(h, 6), wrong]))
+    assert verdict.ok.tolist() == [True, False], verdict.score
+    assert classical.check_restoration(g[..., None], good[..., None], np.pad(h, 6)).ok.tolist() == [True]
+    # the same kernel in a window it fills looks like a failed estimate's diffuse blob
+    assert classical.check_restoration(g, good, h).ok.tolist() == [False]
+    # the fallback: the wrong result is replaced by the input (no retry size), the good one kept
+    u, he, attempt = classical.never_worse(g, bad, wrong, 21, retry_sizes=())
+    np.testing.assert_array_equal(u, g)
+    np.testing.assert_array_equal(he, kernels.delta(21))
+    assert attempt == -1
+    u, he, attempt = classical.never_worse(g, good, np.pad(h, 6), 21, retry_sizes=())
+    np.testing.assert_array_equal(u, good)
+    assert attempt == 0
+    with pytest.raises(ValueError, match="smaller than kernel_size"):
+        classical.never_worse(g, good, np.pad(h, 6), 21, retry_sizes=(21,))
+
+
+def test_never_worse_keeps_the_first_retry_that_passes(monkeypatch):
+    from unroll import nonblind
+    from unroll.classical import l0
+
+    g, _, h = _photo()
+    good = np.asarray(nonblind.deconvolve(g, h))
+    wrong = np.zeros((2, 21, 21), np.float32)
+    wrong[:, 10, [0, 20]] = 0.5
+    g2 = np.stack([g, g])
+    bad = np.asarray(nonblind.deconvolve(g2[..., None], wrong))[..., 0]
+    calls = []
+
+    def retry(x, k, *args, **kwargs):  # the retry at size 17 finds the true kernel, at 7 nothing
+        calls.append((x.shape, k))
+        n = x.shape[0]
+        if k == 17:
+            return (jnp.asarray(np.repeat(good[None, ..., None], n, 0)),
+                    jnp.asarray(np.repeat(np.pad(h, 4)[None], n, 0)))
+        return jnp.asarray(x), jnp.asarray(np.repeat(kernels.delta(7)[None], n, 0))
+
+    monkeypatch.setattr(l0, "blind_deconvolve", retry)
+    u, he, attempt = classical.never_worse(g2, bad, wrong, 21, retry_sizes=(17, 7))
+    assert attempt.tolist() == [1, 1] and calls == [((2, 128, 128, 1), 17)]
+    np.testing.assert_array_equal(u, np.stack([good, good]))
+    np.testing.assert_array_equal(he[0], np.pad(h, 6))  # zero-padded back to 21 x 21
+    # three failing images: their retry batch is padded to a power of two (fewer compilations)
+    calls.clear()
+    u, he, attempt = classical.never_worse(np.stack([g] * 4), np.stack([bad[0]] * 3 + [good]),
+                                           np.stack([wrong[0]] * 3 + [np.pad(h, 6)]), 21,
+                                           retry_sizes=(7,))
+    assert attempt.tolist() == [1, 1, 1, 0] and calls == [((4, 128, 128, 1), 7)]
+    np.testing.assert_array_equal(u[:3], np.stack([g] * 3))
+    np.testing.assert_array_equal(he[0], np.pad(kernels.delta(7), 7))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workdir={tmp}"], "--mode"),
+    (["--mode=evaluate", "--workdir={tmp}", "--blur_sizes=15"], "--blur_sizes"),
+    (["--mode=evaluate", "--workdir={tmp}", "--kernel_size=8"], "odd"),
+    (["--mode=calibrate", "--workdir={tmp}", "--rsscn7_dir={tmp}/none"], "RSSCN7 folder"),
+])
+def test_never_worse_refuses_bad_flags_in_one_line(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "experiments.never_worse"] + [a.format(tmp=tmp_path) for a in args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -42,6 +42,12 @@ methods; `python -m experiments.levin --method=classical`): 32.69 dB / SSIM 0.93
 non-blind step: 34.56 dB). Speed on a shared 2-core CPU: 0.95 s per image in a warm batch of 4
 (255x255, kernel 19), plus about 25 s of compilation per kernel size.
 
+Input forms: [H, W], [N, H, W], [H, W, C], [N, H, W, C] (`unroll.classical.layout`); the kernel of
+a colour image is estimated from its luminance and every band deconvolved with it. Real aerial
+scenes make the solver fail often (a diffuse kernel, ringing 10-15 dB below the input):
+`never_worse` / `blind_deconvolve(..., fallback=True)` check each result without ground truth
+(`unroll.classical.check`) and retry smaller kernel sizes, in the end returning the input.
+
 Everything is jitted per (batch, image size, kernel size) and batched over images. The hard
 thresholds make the solver piecewise constant in lam, so it is not tuned by jax.grad (the unrolled
 Haar / GST_p solver in `unroll.classical.unrolled` is).
@@ -55,9 +61,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from unroll import nonblind, ops
+from unroll import kernels, nonblind, ops
+from unroll.classical import check
+from unroll.classical.layout import as_batch, from_batch, luminance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,29 +296,129 @@ def _estimate(g, lam0, geometry, p: L0Params):
     return cleanup(recentre(h), 0.0)  # renormalised: recentring can push mass out of the window
 
 
-def estimate_kernel(g, kernel_size: int, params: L0Params = DEFAULTS):
-    """Blind kernel estimate for grayscale images g [N, H, W] (or [H, W]) -> [N, k, k] (or [k, k])."""
-    g = jnp.asarray(g, jnp.float32)
-    single = g.ndim == 2
-    if single:
-        g = g[None]
-    if g.ndim != 3:
-        raise ValueError(f"g must be [H, W] or [N, H, W], got shape {g.shape}")
-    if kernel_size < 3 or kernel_size % 2 == 0:
+def _check_size(g4, kernel_size, layout):
+    if isinstance(kernel_size, bool) or int(kernel_size) != kernel_size or kernel_size < 3 \
+            or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size}")
-    if 2 * kernel_size > min(g.shape[1:]):
-        raise ValueError(f"kernel_size {kernel_size} is too large for a {g.shape[1:]} image")
-    geometry = tuple(pyramid(g.shape[1:], kernel_size, params.ratio, params.min_kernel))
-    h = _estimate(g, float(params.lam), geometry, params)
-    return h[0] if single else h
+    if 2 * kernel_size > min(g4.shape[1:3]):
+        hint = " (a 3-D array whose last axis is > 4 is read as [N, H, W]; pass layout='HWC' for " \
+               "[H, W, C])" if layout == "NHW" else ""
+        raise ValueError(f"kernel_size {kernel_size} is too large for a {tuple(g4.shape[1:3])} image "
+                         f"(the image must be at least twice the kernel){hint}")
 
 
-def blind_deconvolve(g, kernel_size: int, params: L0Params = DEFAULTS, **nonblind_options):
-    """Blind deconvolution of grayscale g ([N, H, W] or [H, W], in [0, 1]) -> (u, h): the kernel by
-    `estimate_kernel`, the image by `unroll.nonblind.deconvolve` with that kernel."""
-    h = estimate_kernel(g, kernel_size, params)
-    g = jnp.asarray(g, jnp.float32)
-    if g.ndim == 2:
-        return nonblind.deconvolve(g, h, **nonblind_options), h
-    u = nonblind.deconvolve(g[..., None], h, **nonblind_options)[..., 0]
-    return u, h
+def _estimate_gray(gray, kernel_size: int, params: L0Params):
+    geometry = tuple(pyramid(gray.shape[1:], kernel_size, params.ratio, params.min_kernel))
+    return _estimate(gray, float(params.lam), geometry, params)
+
+
+def estimate_kernel(g, kernel_size: int, params: L0Params = DEFAULTS, *, layout: str | None = None):
+    """Blind kernel estimate: one `kernel_size`^2 kernel per image, from the luminance of a colour
+    image (the band mean for C != 3). `g` and `layout` as in `blind_deconvolve`; returns [k, k] for
+    a single image ([H, W] or [H, W, C]), [N, k, k] for a batch."""
+    g4, layout = as_batch(g, layout)
+    _check_size(g4, kernel_size, layout)
+    return from_batch(_estimate_gray(luminance(g4), int(kernel_size), params), layout)
+
+
+def fallback_sizes(kernel_size: int) -> tuple[int, ...]:
+    """The default retry sizes after `kernel_size`: about 0.7x and 0.5x of it (odd, >= 7, smaller
+    than it)."""
+    out = []
+    for f in (0.7, 0.5):
+        k = _odd(kernel_size * f)
+        if 7 <= k < kernel_size and k not in out:
+            out.append(k)
+    return tuple(out)
+
+
+def _pad_kernels(h, size):
+    p = (size - h.shape[-1]) // 2
+    return np.pad(h, ((0, 0), (p, p), (p, p)))
+
+
+def blind_deconvolve(g, kernel_size: int, params: L0Params = DEFAULTS, *, layout: str | None = None,
+                     fallback: bool = False, retry_sizes=None, return_attempt: bool = False,
+                     **nonblind_options):
+    """Blind deconvolution -> (u, h): the kernel by `estimate_kernel`, every band restored with it by
+    `unroll.nonblind.deconvolve` (options `nonblind_options`). u has g's shape (not clipped).
+
+    Input forms (`layout`, inferred when None): [H, W] ("HW") one gray image; [N, H, W] ("NHW") a
+    gray batch; [H, W, C] ("HWC") one image with C bands; [N, H, W, C] ("NHWC") a batch. A 3-D array
+    is read as [H, W, C] when its last axis is at most 4 (a gray batch that narrow could not hold
+    the kernel), otherwise as [N, H, W]; pass `layout` to say which. The kernel of a colour image is
+    estimated from its BT.601 luminance (C = 3) or its band mean; h is [k, k] for a single image,
+    [N, k, k] for a batch.
+
+    `fallback` (default False: the plain solver, so that `python -m experiments.levin
+    --method=classical` and every figure measured with it stay as they are; set it for photographs,
+    where a failed estimate can end 10-15 dB below the input): `never_worse` checks every result and
+    redoes the failed ones with the smaller `retry_sizes`, in the end returning the input. On 20
+    synthetic camera-shake scenes (RSSCN7 test, 400x400, kernel 27; `python -m
+    experiments.never_worse --mode=evaluate`) it took the worst scene from -14.3 dB below its
+    input to 0 and the mean gain from +0.93 to +1.88 dB.
+    `return_attempt`: also return which attempt each image kept (see `never_worse`).
+
+    >>> import numpy as np
+    >>> g = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
+    >>> u, h = blind_deconvolve(g, 5)
+    >>> u.shape, h.shape
+    ((40, 40, 3), (5, 5))
+    """
+    g4, layout = as_batch(g, layout)
+    _check_size(g4, kernel_size, layout)
+    h = _estimate_gray(luminance(g4), int(kernel_size), params)
+    u = nonblind.deconvolve(g4, h, **nonblind_options)
+    attempt = np.zeros(g4.shape[0], np.int32)
+    if fallback:
+        u, h, attempt = never_worse(g4, u, h, kernel_size, params, layout="NHWC", retry_sizes=retry_sizes,
+                                    **nonblind_options)
+    out = (from_batch(jnp.asarray(u), layout), from_batch(jnp.asarray(h), layout))
+    if return_attempt:
+        out += (attempt if layout.startswith("N") else int(attempt[0]),)
+    return out
+
+
+def never_worse(g, u, h, kernel_size: int, params: L0Params = DEFAULTS, *, layout: str | None = None,
+                retry_sizes=None, **nonblind_options):
+    """Fallback for restorations `u` of `g` with kernels `h` (any method's; forms as in
+    `blind_deconvolve`, h [k, k] or [N, k, k]) -> (u, h, attempt) as numpy arrays in g's form.
+
+    Each image failing `check_restoration` is redone by `blind_deconvolve` with the first of
+    `retry_sizes` (default `fallback_sizes(kernel_size)`: about 0.7x and 0.5x), then the next, and
+    one that fails them all is returned unchanged with a delta kernel. Kernels of a smaller size are
+    returned zero-padded to `kernel_size`. attempt (per image): 0 the given restoration, i the i-th
+    retry size, -1 the input.
+    """
+    g4, layout = as_batch(g, layout)
+    u4, _ = as_batch(u, layout)
+    h = jnp.asarray(h, jnp.float32)
+    h3 = h if h.ndim == 3 else h[None]
+    if u4.shape != g4.shape or h3.shape != (g4.shape[0], kernel_size, kernel_size):
+        raise ValueError(f"u {tuple(u4.shape)} must have g's shape {tuple(g4.shape)} and h "
+                         f"{tuple(h3.shape)} be [N, {kernel_size}, {kernel_size}]")
+    sizes = fallback_sizes(kernel_size) if retry_sizes is None else tuple(int(k) for k in retry_sizes)
+    for k in sizes:
+        if k >= kernel_size:
+            raise ValueError(f"retry_sizes must be smaller than kernel_size {kernel_size}, got {k}")
+        _check_size(g4, k, layout)
+    u4, h3 = np.array(u4), np.array(h3)
+    ok = check.check_restoration(g4, u4, h3, layout="NHWC").ok
+    attempt = np.zeros(g4.shape[0], np.int32)
+    for i, k in enumerate(sizes, 1):
+        bad = np.flatnonzero(~ok)
+        if bad.size == 0:
+            break
+        # padded to a power of two by repeating an image: fewer shapes to compile across calls
+        padded = np.concatenate([bad, np.full((1 << (bad.size - 1).bit_length()) - bad.size, bad[0])])
+        uk, hk = blind_deconvolve(g4[padded], k, params, layout="NHWC", **nonblind_options)
+        uk, hk = np.asarray(uk)[:bad.size], np.asarray(hk)[:bad.size]
+        okk = check.check_restoration(g4[bad], uk, hk, layout="NHWC").ok
+        take = bad[okk]
+        u4[take], h3[take] = uk[okk], _pad_kernels(hk, kernel_size)[okk]
+        attempt[take], ok[take] = i, True
+    bad = np.flatnonzero(~ok)
+    u4[bad], h3[bad] = np.asarray(g4)[bad], kernels.delta(kernel_size)
+    attempt[bad] = -1
+    return from_batch(u4, layout), from_batch(h3, layout), (attempt if layout.startswith("N")
+                                                            else attempt[0])
