@@ -11,7 +11,7 @@ import pytest
 
 MODULES = ["unroll.ops", "unroll.fastmath", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
            "unroll.multiscale", "unroll.nonblind", "unroll.inference.model", "unroll.wavelets",
-           "unroll.models.priors", "unroll.models.registry"]
+           "unroll.models.mgstnet", "unroll.models.priors", "unroll.models.registry"]
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
