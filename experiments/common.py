@@ -156,6 +156,8 @@ def run_reporting_user_errors(run_fn, argv):
     if "verbosity" in FLAGS and not FLAGS["verbosity"].present:  # orbax and grain log at INFO
         logging.set_verbosity(logging.WARNING)
     try:
+        if "imports" in FLAGS:  # before the run: a registered model is then known everywhere
+            import_modules(FLAGS.imports)
         run_fn(argv)
     except Exception as exc:
         if isinstance(exc, _loaded(_MACHINE_ERRORS)):  # the machine's fault (a full disk), not the user's
