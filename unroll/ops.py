@@ -13,6 +13,9 @@ by the kernel's real FFT (kernel centre rolled to the origin) and cropped back. 
 needs no padding: its FFT grid is the image itself. Every step is linear, so the adjoints are the same
 steps transposed: crop <-> zero-embed, multiply by conj(H) (correlation), padding <-> folding the
 border back (derived exactly by `jax.linear_transpose`).
+
+`Blur(h, boundary)` packs the three as one operator object (`A(u)`, `A.adjoint(r)`,
+`A.kernel_adjoint(u, r)`), a pytree for solvers written against the blur operator.
 """
 
 from __future__ import annotations
