@@ -122,6 +122,7 @@ def config_from_flagfile(path, args=()) -> Config:
     they are parsed into a copy, so this process's flags stay untouched."""
     define_config_flags()
     flag_values = copy.deepcopy(FLAGS)
+    flag_values.unparse_flags()  # defaults, whatever this process parsed before
     flag_values(["flagfile", f"--flagfile={path}", *args])
     return config_from_flags(flag_values=flag_values)
 
