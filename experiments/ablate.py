@@ -5,8 +5,9 @@ else (data, seed, step budget) equal to the base configuration given by the flag
         --sweep=stages --values=1,2,3 [--sweep=threshold --values=gst,soft ...]
 
 Axes: stages, scales, kernel_rcabs, image_rcabs (Tables V, III, I, IV), threshold (GST_p against
-soft), kernel_prox (KPM on/off). Sweeps vary one axis at a time around the base, as the paper does
-(it runs every ablation but the stage count with one stage: pass --stages=1 for that).
+soft), kernel_prox (KPM on/off), image_prior (IPMM: paper, unet, haar_gst; `unroll.models.priors`).
+Sweeps vary one axis at a time around the base, as the paper does (it runs every ablation but the
+stage count with one stage: pass --stages=1 for that).
 
 Writes under DIR: one training run per variant (`DIR/<axis>=<value>/`, resumable: rerun the command
 after a kill), `ablation.csv` (one row per variant), `ablation.md` (tables in the paper's form, the
@@ -39,7 +40,7 @@ from unroll.config import Config, ConfigError
 define_config_flags()
 define_workdir_flag("workdir", "output directory: one run per variant, and the tables")
 
-AXES = ("stages", "scales", "kernel_rcabs", "image_rcabs", "threshold", "kernel_prox")
+AXES = ("stages", "scales", "kernel_rcabs", "image_rcabs", "threshold", "kernel_prox", "image_prior")
 PAPER_TABLES = {"kernel_rcabs": "Table I", "scales": "Table III", "image_rcabs": "Table IV",
                 "stages": "Table V"}
 

@@ -6,7 +6,9 @@ own flags, so no entry point imports another one for its flags or deletes flags 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib
 import sys
 
 from absl import flags, logging
@@ -16,7 +18,8 @@ from unroll.config import Config, ConfigError
 FLAGS = flags.FLAGS
 
 HELP = {
-    "model": "network: mgstnet, or a CNN baseline: madn, idc, mtwdn",
+    "model": "network: mgstnet, a CNN baseline: madn, idc, mtwdn, or a model registered with "
+             "unroll.models.registry.register",
     "stages": "number of unrolled stages K",
     "scales": "scales of the image prior encoder-decoder (1-3)",
     "kernel_rcabs": "RCABs in the kernel prior G and G~",
@@ -31,6 +34,8 @@ HELP = {
     "gst_solver": "how GST_p's root is found: fixed_point (the paper's 3 steps of eq. 20) or halley "
                   "(one Halley step from an upper bound: more accurate, about 2x faster)",
     "kernel_prox": "use the kernel proximal module KPM",
+    "image_prior": "MGSTNet's image prior (IPMM): paper (the multi-scale encoder-decoder with GST_p), "
+                   "unet (a small residual U-Net denoiser) or haar_gst (orthonormal Haar + GST_p)",
     "boundary": "boundary of the blur operator: symmetric, circular or zero",
     "remat": "rematerialise each stage in the backward pass (less memory)",
     "stage_unroll": "stages per iteration of the stage loop, 0 for all (no loop): faster steps, "
@@ -75,21 +80,20 @@ HELP = {
 }
 
 
-def define_config_flags():
+def define_config_flags(flag_values: flags.FlagValues = FLAGS):
     """One flag per field of `unroll.config.Config`: same name, same default (defined once per
-    process, whichever entry points are imported)."""
+    process, whichever entry points are imported), and --imports."""
+    if "imports" not in flag_values:
+        flags.DEFINE_list("imports", [], "Python modules to import before the run, e.g. one that "
+                          "registers a model (unroll.models.registry.register)", flag_values=flag_values)
     for field in dataclasses.fields(Config):
-        if field.name in FLAGS:
+        if field.name in flag_values:
             continue
         default, help_ = field.default, HELP.get(field.name, field.name)
-        if isinstance(default, bool):
-            flags.DEFINE_bool(field.name, default, help_)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_)
-        elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_)
-        else:
-            flags.DEFINE_string(field.name, default, help_)
+        define = (flags.DEFINE_bool if isinstance(default, bool) else
+                  flags.DEFINE_integer if isinstance(default, int) else
+                  flags.DEFINE_float if isinstance(default, float) else flags.DEFINE_string)
+        define(field.name, default, help_, flag_values=flag_values)
 
 
 def define_workdir_flag(default: str = "workdir", help_: str = "output directory"):
@@ -97,13 +101,37 @@ def define_workdir_flag(default: str = "workdir", help_: str = "output directory
         flags.DEFINE_string("workdir", default, help_)
 
 
-def config_from_flags(base: Config | None = None) -> Config:
-    """The configuration the flags give. With `base` (e.g. a checkpoint's), only flags given on the
-    command line or in a flagfile replace its values."""
+def import_modules(names):
+    """Import the modules of --imports (their registrations then count); a missing one is a ConfigError."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"--imports={name}: cannot import it ({exc})") from None
+
+
+def config_from_flags(base: Config | None = None, flag_values: flags.FlagValues = FLAGS) -> Config:
+    """The configuration the flags give (after importing --imports). With `base` (e.g. a
+    checkpoint's), only flags given on the command line or in a flagfile replace its values."""
+    import_modules(flag_values["imports"].value if "imports" in flag_values else [])
     if base is None:
-        return Config(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)})
-    given = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config) if FLAGS[f.name].present}
+        return Config(**{f.name: flag_values[f.name].value for f in dataclasses.fields(Config)})
+    given = {f.name: flag_values[f.name].value for f in dataclasses.fields(Config)
+             if flag_values[f.name].present}
     return dataclasses.replace(base, **given)
+
+
+def config_from_flagfile(path, args=()) -> Config:
+    """The configuration that a flagfile (and more `args`) gives, read by absl's own parser exactly as
+    an entry point reads it: nested --flagfile= (relative to the working directory, as on the
+    command line), absl's value syntax, and `flags.Error` for a name or value the command line would
+    refuse. The flags known are the Config fields and those of every entry point imported so far;
+    they are parsed into a copy, so this process's flags stay untouched."""
+    define_config_flags()
+    flag_values = copy.deepcopy(FLAGS)
+    flag_values.unparse_flags()  # defaults, whatever this process parsed before
+    flag_values(["flagfile", f"--flagfile={path}", *args])
+    return config_from_flags(flag_values=flag_values)
 
 
 def no_positional_arguments(argv):
@@ -136,6 +164,8 @@ def run_reporting_user_errors(run_fn, argv):
     if "verbosity" in FLAGS and not FLAGS["verbosity"].present:  # orbax and grain log at INFO
         logging.set_verbosity(logging.WARNING)
     try:
+        if "imports" in FLAGS:  # before the run: a registered model is then known everywhere
+            import_modules(FLAGS.imports)
         run_fn(argv)
     except Exception as exc:
         if isinstance(exc, _loaded(_MACHINE_ERRORS)):  # the machine's fault (a full disk), not the user's

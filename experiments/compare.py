@@ -41,8 +41,8 @@ from unroll.config import MODELS, Config, ConfigError
 define_config_flags()
 define_workdir_flag("workdir", "output directory: one run per model and noise level, and the tables")
 
-flags.DEFINE_list("models", list(MODELS), f"models to compare: {', '.join(MODELS)}, and classical "
-                  "(the L0 blind solver, no training)")
+flags.DEFINE_list("models", list(MODELS), f"models to compare: {', '.join(MODELS)}, a model registered "
+                  "by a module of --imports, and classical (the L0 blind solver, no training)")
 flags.DEFINE_list("noise_levels", ["0", "0.001"], "noise standard deviations (train and test)")
 flags.DEFINE_integer("baseline_features", 0, "first-level width of the baselines (0: --features)")
 flags.DEFINE_list("model_steps", [], "MODEL:STEPS,...: train these models for STEPS instead of --steps "
@@ -58,6 +58,14 @@ COLUMNS = ("model", "noise", "interpretable", "estimates_kernel", "num_params", 
 CLASSICAL = "classical"
 
 
+def _models() -> tuple[str, ...]:
+    """The built-in models and those registered (`unroll.models.registry.register`, e.g. by a module
+    of --imports)."""
+    from unroll.models import registry
+
+    return tuple(registry.MODELS)
+
+
 def _parse_model_values(items, flag: str, what: str, cast) -> dict:
     """["madn:5000", ...] -> {"madn": cast("5000")}; a malformed item is a ConfigError naming the flag."""
     values = {}
@@ -67,9 +75,9 @@ def _parse_model_values(items, flag: str, what: str, cast) -> dict:
             value = cast(text)
         except ValueError:
             value = None
-        if model not in MODELS or value is None or not (value > 0 and math.isfinite(value)):
+        if model not in _models() or value is None or not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--{flag}: {item!r} is not MODEL:{what} with MODEL one of "
-                              f"{', '.join(MODELS)} and {what} a positive {cast.__name__}")
+                              f"{', '.join(_models())} and {what} a positive {cast.__name__}")
         values[model] = value
     return values
 
@@ -96,8 +104,9 @@ def make_runs(base: Config, models, noise_levels, baseline_features: int = 0,
     runs = []
     for noise in noise_levels:
         for model in models:
-            if model not in MODELS and model != CLASSICAL:
-                raise ConfigError(f"--models: {model!r} is not one of {', '.join(MODELS)}, {CLASSICAL}")
+            if model not in _models() and model != CLASSICAL:
+                raise ConfigError(f"--models: {model!r} is not one of {', '.join(_models())}, {CLASSICAL}"
+                                  " (--imports=MODULE imports a module that registers a model)")
             if model == CLASSICAL:
                 runs.append((model, noise, dataclasses.replace(base, noise=noise).validate()))
                 continue

@@ -34,6 +34,10 @@ def test_variants_change_one_axis_and_are_validated():
         assert getattr(config, axis) == value
     with pytest.raises(ConfigError, match="--scales"):
         ablate.make_variants(TINY, {"scales": [4]})
+    priors = ablate.make_variants(TINY, ablate.parse_sweeps(["image_prior"], ["paper,unet,haar_gst"]))
+    assert [v[0] for v in priors] == ["image_prior=paper", "image_prior=unet", "image_prior=haar_gst"]
+    with pytest.raises(ConfigError, match="--image_prior"):
+        ablate.make_variants(TINY, {"image_prior": ["vit"]})
 
 
 def test_tiny_stage_sweep_end_to_end_and_rerun_reuses(tmp_path, capsys):

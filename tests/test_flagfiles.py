@@ -1,56 +1,49 @@
 """Every shipped flagfile parses into a valid configuration (a typo in a flag name or value fails
-here, not after an hour of training on another machine)."""
+here, not after an hour of training on another machine). The files are read by absl's own parser,
+as the entry points read them, so a file passes here exactly when the command line accepts it."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
+from absl import flags
 
-from unroll.config import Config
+import experiments.compare  # noqa: F401  (defines the compare flags that some flagfiles set)
+from experiments.common import config_from_flagfile
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS_DIR = ROOT / "experiments" / "flags"
-# Flags of entry points other than the Config fields (experiments.compare's).
-ENTRY_POINT_FLAGS = {"models", "noise_levels", "baseline_features", "model_steps", "model_learning_rates"}
 
 
-def read_flagfile(path: Path) -> dict[str, str]:
-    """{flag: value} of a flagfile, nested --flagfile= included (later lines win, as in absl)."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line.startswith("--"):
-            continue
-        name, _, value = line[2:].partition("=")
-        if name == "flagfile":
-            values.update(read_flagfile(ROOT / value))
-        else:
-            values[name] = value
-    return values
-
-
-def config_of(path: Path) -> Config:
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    values = read_flagfile(path)
-    unknown = sorted(set(values) - set(fields) - ENTRY_POINT_FLAGS)
-    assert not unknown, f"{path.name}: unknown flags {unknown}"
-    config = Config()
-    for name, value in values.items():
-        if name in fields:
-            kind = type(fields[name].default)
-            setattr(config, name, value.lower() in ("", "true", "1") if kind is bool else kind(value))
-    return config
+@pytest.fixture(autouse=True)
+def _from_the_repository_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # nested --flagfile= paths are relative to the root, as on the command line
 
 
 @pytest.mark.parametrize("path", sorted(FLAGS_DIR.glob("*.flags")), ids=lambda p: p.name)
 def test_flagfile_gives_a_valid_configuration(path):
-    config_of(path).validate()
+    config_from_flagfile(path).validate()
 
 
-def test_checker_catches_a_bad_flagfile(tmp_path):
-    (tmp_path / "bad.flags").write_text("--stages=2\n--kernel_sise=15\n")
-    with pytest.raises(AssertionError, match="kernel_sise"):
-        config_of(tmp_path / "bad.flags")
+@pytest.mark.parametrize("text,error,match", [
+    ("--stages=2\n--kernel_sise=15\n", flags.UnrecognizedFlagError, "kernel_sise"),
+    ("--remat=yes\n", flags.IllegalFlagValueError, "remat"),  # the CLI refuses it: so must the test
+    ("--stages=two\n", flags.IllegalFlagValueError, "stages"),
+    ("--flagfile=experiments/flags/missing.flags\n", flags.CantOpenFlagFileError, "missing.flags"),
+])
+def test_checker_refuses_what_the_command_line_refuses(tmp_path, text, error, match):
+    (tmp_path / "bad.flags").write_text(text)
+    with pytest.raises(error, match=match):
+        config_from_flagfile(tmp_path / "bad.flags")
+
+
+def test_values_are_read_as_the_command_line_reads_them(tmp_path):
+    (tmp_path / "ok.flags").write_text("--flagfile=experiments/flags/tiny.flags\n--noremat\n"
+                                       "--kernel_prox=false\n--image_prior=haar_gst\n--stages=3\n")
+    config = config_from_flagfile(tmp_path / "ok.flags")
+    assert (config.remat, config.kernel_prox, config.image_prior, config.stages) == (False, False, "haar_gst", 3)
+    assert config.kernel_size == 7  # from the nested tiny.flags
+    assert config_from_flagfile(tmp_path / "ok.flags", ["--stages=1"]).stages == 1  # later wins
     (tmp_path / "bad.flags").write_text("--kernel_size=16\n")
     with pytest.raises(ValueError, match="--kernel_size"):
-        config_of(tmp_path / "bad.flags").validate()
+        config_from_flagfile(tmp_path / "bad.flags").validate()
+    assert not flags.FLAGS["stages"].present

@@ -118,3 +118,59 @@ def test_half_precision_inputs_are_computed_in_float32():
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref), rtol=2e-2, atol=2e-2)
     assert ops.kernel_adjoint(u.astype(jnp.bfloat16), u.astype(jnp.bfloat16), (5, 5)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("boundary", ops.BOUNDARIES)
+@pytest.mark.parametrize("per_image", [True, False], ids=["kernel_per_image", "shared_kernel"])
+def test_blur_operator_dot_products_and_scipy(boundary, per_image):
+    (H, W, C), (kh, kw) = SHAPES[0]
+    u, r = _random((2, H, W, C), 20, np.float64), _random((2, H, W, C), 21, np.float64)
+    h = _random((2, kh, kw) if per_image else (kh, kw), 22, np.float64)
+    with jax.enable_x64(True):
+        A = ops.Blur(jnp.asarray(h), boundary)
+        u_, r_ = jnp.asarray(u), jnp.asarray(r)
+        h_each = h if per_image else np.stack([h, h])
+        np.testing.assert_allclose(np.asarray(A(u_)), _scipy_blur(u, h_each, boundary), atol=1e-10)
+        lhs = float(jnp.vdot(A(u_), r_))
+        assert A.kernel_adjoint(u_, r_).shape == h.shape
+        np.testing.assert_allclose(float(jnp.vdot(u_, A.adjoint(r_))), lhs, rtol=1e-10)
+        np.testing.assert_allclose(float(jnp.vdot(A.kernel, A.kernel_adjoint(u_, r_))), lhs, rtol=1e-10)
+        # The kernel adjoint at the residual is the data term's gradient in h.
+        g = jnp.asarray(_random(u.shape, 23, np.float64))
+        grad = jax.grad(lambda k: 0.5 * jnp.sum((ops.Blur(k, boundary)(u_) - g) ** 2))(A.kernel)
+        np.testing.assert_allclose(np.asarray(A.kernel_adjoint(u_, A(u_) - g)), np.asarray(grad),
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_blur_operator_is_a_pytree_for_jit_vmap_and_grad():
+    u = jnp.asarray(_random((3, 12, 14, 2), 24))
+    h = jnp.asarray(np.abs(_random((3, 5, 5), 25)))
+    A = ops.Blur(h, "zero")
+    leaves, treedef = jax.tree.flatten(A)
+    assert len(leaves) == 1 and jax.tree.unflatten(treedef, leaves).boundary == "zero"
+    calls = []
+
+    @jax.jit
+    def apply(op, x):
+        calls.append(1)
+        return op.adjoint(op(x))
+
+    np.testing.assert_allclose(np.asarray(apply(A, u)), np.asarray(ops.blur_adjoint(ops.blur(u, h, "zero"), h, "zero")),
+                               atol=1e-5)
+    apply(ops.Blur(2 * h, "zero"), u)  # a new kernel of the same shape: no new trace
+    assert len(calls) == 1
+    # vmap over a batch of operators (each a [kh, kw] kernel) and their images.
+    mapped = jax.vmap(lambda op, x: op(x[None])[0])(ops.Blur(h, "zero"), u)
+    np.testing.assert_allclose(np.asarray(mapped), np.asarray(ops.blur(u, h, "zero")), atol=1e-6)
+    # grad with respect to the operator: a Blur-shaped cotangent, the kernel's gradient.
+    r = jnp.asarray(_random(u.shape, 26))
+    dA = jax.grad(lambda op: jnp.vdot(op(u), r))(A)
+    assert isinstance(dA, ops.Blur)
+    np.testing.assert_allclose(np.asarray(dA.kernel), np.asarray(A.kernel_adjoint(u, r)), rtol=1e-4, atol=1e-4)
+
+
+def test_blur_operator_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="boundary"):
+        ops.Blur(jnp.ones((3, 3)), "reflect")
+    with pytest.raises(ValueError, match=r"\[kh, kw\] or \[N, kh, kw\]"):
+        ops.Blur(jnp.ones((1, 1, 3, 3)))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.common import config_from_flagfile
 from unroll import checkpoint, train
 from unroll.config import Config, ConfigError
 from unroll.models import registry
@@ -22,17 +23,8 @@ TINY_FLAGS = ROOT / "experiments" / "flags" / "tiny.flags"
 
 
 def tiny_config(**overrides) -> Config:
-    """Config from tiny.flags (the same file the CLI tests use)."""
-    values = {}
-    for line in TINY_FLAGS.read_text().splitlines():
-        if line.startswith("--"):
-            name, _, value = line[2:].partition("=")
-            values[name] = value
-    config = Config()
-    for f in dataclasses.fields(Config):
-        if f.name in values:
-            setattr(config, f.name, type(f.default)(values[f.name]))
-    return dataclasses.replace(config, **overrides)
+    """Config from tiny.flags (the same file the CLI tests use), read by absl's parser as the CLI reads it."""
+    return dataclasses.replace(config_from_flagfile(TINY_FLAGS), **overrides)
 
 
 def _params(workdir, config):

@@ -14,7 +14,8 @@ class ConfigError(ValueError):
     """A flag value that cannot work; the message names the flag."""
 
 
-MODELS = ("mgstnet", "madn", "idc", "mtwdn")  # the keys of unroll.models.registry.MODELS
+# The built-in models; `unroll.models.registry.register` adds more, and validation asks the registry.
+MODELS = ("mgstnet", "madn", "idc", "mtwdn")
 KERNEL_INITS = ("uniform", "classical")  # h_0: the paper's flat kernel, or unroll.classical's estimate
 
 
@@ -35,6 +36,7 @@ class Config:
     gst_grad: str = "unrolled"
     gst_solver: str = "fixed_point"
     kernel_prox: bool = True
+    image_prior: str = "paper"  # IPMM: the paper's, or unroll.models.priors' unet / haar_gst
     boundary: str = "symmetric"
     remat: bool = False
     stage_unroll: int = 1
@@ -81,7 +83,9 @@ class Config:
     num_samples: int = 3
 
     def validate(self) -> "Config":
+        from unroll.models import registry
         from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS, IMAGE_STEPS, THRESHOLDS
+        from unroll.models.priors import IMAGE_PRIORS
         from unroll.ops import BOUNDARIES
 
         def need(ok, flag, message):
@@ -92,7 +96,8 @@ class Config:
             value = getattr(self, field.name)
             if isinstance(value, float):
                 need(math.isfinite(value), field.name, "must be a finite number")
-        need(self.model in MODELS, "model", f"must be one of {', '.join(MODELS)}")
+        need(self.model in registry.MODELS, "model", f"must be one of {', '.join(registry.MODELS)} "
+             "(unroll.models.registry.register adds a model)")
         need(self.stages >= 1, "stages", "must be at least 1")
         need(1 <= self.scales <= 3, "scales", "must be 1, 2 or 3")
         need(self.kernel_rcabs >= 0, "kernel_rcabs", "must be >= 0")
@@ -104,6 +109,7 @@ class Config:
         need(self.threshold in THRESHOLDS, "threshold", f"must be one of {', '.join(THRESHOLDS)}")
         need(self.gst_grad in GST_GRADS, "gst_grad", f"must be one of {', '.join(GST_GRADS)}")
         need(self.gst_solver in GST_SOLVERS, "gst_solver", f"must be one of {', '.join(GST_SOLVERS)}")
+        need(self.image_prior in IMAGE_PRIORS, "image_prior", f"must be one of {', '.join(IMAGE_PRIORS)}")
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
         need(self.image_step in IMAGE_STEPS, "image_step", f"must be one of {', '.join(IMAGE_STEPS)}")
         need(self.kernel_init in KERNEL_INITS, "kernel_init", f"must be one of {', '.join(KERNEL_INITS)}")
@@ -142,14 +148,18 @@ class Config:
         need(self.eval_every >= 0 and self.num_samples >= 0, "eval_every", "must be >= 0")
         return self
 
-    # Fields that define the network: a checkpoint only fits a run with the same values.
+    # Fields that define the network: a checkpoint only fits a run with the same values. A saved
+    # configuration without a field gets its default (`image_prior`: "paper", as before it existed).
     MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
                     "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox", "boundary",
-                    "image_step")
+                    "image_prior", "image_step")
     BASELINE_FIELDS = ("model", "scales", "features", "channels")
 
     def model_signature(self) -> dict:
-        names = self.MODEL_FIELDS if self.model == "mgstnet" else self.BASELINE_FIELDS
+        """The fields that define the network: MODEL_FIELDS for MGSTNet and for a registered model
+        (which may read any of them), BASELINE_FIELDS for the CNN baselines."""
+        baseline = self.model in MODELS and self.model != "mgstnet"
+        names = self.BASELINE_FIELDS if baseline else self.MODEL_FIELDS
         return {name: getattr(self, name) for name in names}
 
     def steps_per_epoch(self, num_train: int, process_count: int = 1) -> int:

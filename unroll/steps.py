@@ -50,8 +50,8 @@ def kernel_step(h, u, g, mu, boundary: str = "symmetric"):
     True
     """
     n_obs = u.shape[1] * u.shape[2] * u.shape[3]
-    residual = ops.blur(u, h, boundary) - g
-    grad = ops.kernel_adjoint(u, residual, h.shape[-2:], boundary) / n_obs
+    A = ops.Blur(h, boundary)
+    grad = A.kernel_adjoint(u, A(u) - g) / n_obs
     return h - _per_image(mu, h.ndim) * grad
 
 
@@ -69,8 +69,8 @@ def image_step(u, h, g, rho, boundary: str = "symmetric"):
     >>> bool(jnp.allclose(image_step(u_true, h, g, 0.5), u_true, atol=1e-6))  # a fixed point
     True
     """
-    residual = ops.blur(u, h, boundary) - g
-    return u - _per_image(rho, u.ndim) * ops.blur_adjoint(residual, h, boundary)
+    A = ops.Blur(h, boundary)
+    return u - _per_image(rho, u.ndim) * A.adjoint(A(u) - g)
 
 
 def closed_form_image_step(z, h, g, beta, boundary: str = "symmetric", refine: int = 3):

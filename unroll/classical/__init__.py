@@ -12,11 +12,10 @@ Two solvers:
   * `solve` (`unroll.classical.unrolled`): MGSTNet's stages with fixed classical proximal operators
     (orthonormal Haar + GST_p), every parameter per iteration and tunable by jax.grad through the
     unrolled iterations (`unroll.classical.tuning`: `tune`, `make_training_pairs`), with the Haar
-    transform of its image prior in `unroll.classical.haar`.
+    transform of its image prior in `unroll.wavelets`.
 """
 
 from unroll.classical.check import Verdict, check_restoration
-from unroll.classical.haar import haar_forward, haar_inverse
 from unroll.classical.l0 import (
                                  DEFAULTS,
                                  L0Params,
@@ -48,6 +47,7 @@ from unroll.classical.unrolled import (
                                        solve,
                                        wavelet_prox,
 )
+from unroll.wavelets import haar_forward, haar_inverse
 
 __all__ = [
     "BLIND", "DEFAULTS", "FINAL", "KERNEL_DOMAINS", "L0Params", "PARAM_NAMES", "SHIFTS", "THRESHOLDS",

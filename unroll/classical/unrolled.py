@@ -84,7 +84,7 @@ import numpy as np
 from jax import lax
 
 from unroll import ops, shrinkage, steps
-from unroll.classical.haar import haar_forward, haar_inverse
+from unroll.wavelets import haar_forward, haar_inverse
 
 THRESHOLDS = shrinkage.THRESHOLDS
 KERNEL_DOMAINS = ("gradient", "intensity")

@@ -18,7 +18,7 @@ Learned scalars stay positive through softplus (steps, thresholds) or a sigmoid 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +63,10 @@ P_INIT = 0.5
 # RCAB stacks). Starting at 1% keeps an untrained stage close to the plain gradient steps, the usual
 # start of an unrolled network, while (unlike a zero init) every layer receives gradients at once.
 TAIL_GAIN = 0.01
+
+
+# A user's proximal module: called once per stage with that stage's `nnx.Rngs`.
+ProxFactory = Callable[[nnx.Rngs], nnx.Module]
 
 
 def _inverse_softplus(y: float) -> float:
@@ -255,8 +259,9 @@ class Stage(nnx.Module):
 
     def __init__(self, *, channels: int, scales: int, kernel_rcabs: int, image_rcabs: int,
                  features: int, kernel_features: int, boundary: str, threshold: str,
-                 kernel_prox: bool, reduction: int, gst_grad: str = "unrolled",
-                 gst_solver: str = "fixed_point", image_step: str = "gradient", rngs: nnx.Rngs | Keys):
+                 kernel_prox: bool | ProxFactory, reduction: int, gst_grad: str = "unrolled",
+                 gst_solver: str = "fixed_point", image_prox: ProxFactory | None = None,
+                 image_step: str = "gradient", rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         check_image_step(image_step)
         self.boundary = boundary
@@ -266,10 +271,16 @@ class Stage(nnx.Module):
             self.raw_rho = positive(RHO_INIT)
         else:
             self.raw_beta = positive(BETA_INIT)
-        self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
-                            if kernel_prox else None)
-        self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold, reduction,
-                                    gst_grad, gst_solver, rngs=rngs)
+        if callable(kernel_prox):  # a user's KPM: s [N, k, k] -> kernel of the same shape
+            self.kernel_prox = kernel_prox(nnx.Rngs(rngs()))
+        else:
+            self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
+                                if kernel_prox else None)
+        if image_prox is not None:  # a user's IPMM: r [N, H, W, C] -> u of the same shape
+            self.image_prox = image_prox(nnx.Rngs(rngs()))
+        else:
+            self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold,
+                                        reduction, gst_grad, gst_solver, rngs=rngs)
 
     @property
     def mu(self):
@@ -333,6 +344,26 @@ class MGSTNet(nnx.Module):
 
     `g [N, H, W, C]` (any H, W >= kernel_size) -> MGSTNetOutput. `threshold="soft"` replaces GST_p by
     the soft threshold in IPMM (ablation); `kernel_prox=False` drops KPM (KGDM + eq. 14 only).
+
+    Your own priors: `image_prox` (default None, the paper's IPMM) and `kernel_prox` (default True,
+    the paper's KPM) also take a factory `(rngs: nnx.Rngs) -> nnx.Module`, called once per stage
+    (each stage its own parameters, stacked like the paper's modules). The image prox module maps
+    r_k `[N, H, W, C]` to u_k of the same shape (eq. 18); the kernel prox module maps s_k
+    `[N, k, k]` to a kernel of the same shape, which eq. (14) then makes nonnegative with sum 1.
+    `unroll.models.priors` has ready ones (a residual U-Net, the classical Haar + GST_p prior):
+
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from unroll.models import priors
+    >>> net = MGSTNet(stages=2, channels=1, kernel_size=5, kernel_prox=False,
+    ...               image_prox=lambda rngs: priors.UNetDenoiser(1, features=4, rngs=rngs),
+    ...               rngs=nnx.Rngs(0))
+    >>> net(jnp.zeros((1, 16, 16, 1))).images.shape  # [stages, N, H, W, C]
+    (2, 1, 16, 16, 1)
+    >>> grads = nnx.grad(lambda m: m(jnp.ones((1, 16, 16, 1))).images[-1].sum())(net)
+    >>> grads.stages.image_prox.tail.kernel.shape  # the user's module, one per stage
+    (2, 3, 3, 4, 1)
+
     `gst_grad` (one of GST_GRADS) chooses how GST_p is differentiated: "unrolled" through its
     fixed-point iterations, "implicit" by the implicit function theorem at the exact prox (same
     forward value; reverse mode only, see `GST`). `gst_solver` (one of GST_SOLVERS) finds GST_p's
@@ -360,8 +391,9 @@ class MGSTNet(nnx.Module):
                  features: int = 64, kernel_features: int = 32, boundary: str = "symmetric",
                  threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
                  reduction: int = REDUCTION, gst_grad: str = "unrolled",
-                 gst_solver: str = "fixed_point", stage_unroll: int = 1, image_step: str = "gradient",
-                 *, rngs: nnx.Rngs | None = None):
+                 gst_solver: str = "fixed_point", stage_unroll: int = 1,
+                 image_prox: ProxFactory | None = None, image_step: str = "gradient", *,
+                 rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -391,7 +423,7 @@ class MGSTNet(nnx.Module):
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
             features=features, kernel_features=kernel_features, boundary=boundary,
             threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, gst_grad=gst_grad,
-            gst_solver=gst_solver, image_step=image_step, rngs=rngs))
+            gst_solver=gst_solver, image_prox=image_prox, image_step=image_step, rngs=rngs))
             for _ in range(stages)))
         self.stages = nnx.merge(graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 

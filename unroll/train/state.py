@@ -12,7 +12,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from unroll.config import Config
-from unroll.train.tasks import TASKS
+from unroll.train.tasks import task_of
 
 
 def split_discriminator(params):
@@ -34,7 +34,7 @@ class AdversarialTx:
 
 def _adam(config: Config, schedule):
     clips = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    clip_value = TASKS[config.model].clip_value
+    clip_value = task_of(config).clip_value
     clips += [optax.clip(clip_value)] if clip_value else []
     return optax.chain(*clips, optax.adam(schedule)) if clips else optax.adam(schedule)
 
@@ -45,7 +45,7 @@ def make_optimizer(config: Config, total_steps: int, drop_step: int):
     schedule = optax.piecewise_constant_schedule(
         config.learning_rate,
         {drop_step: config.final_learning_rate / config.learning_rate} if drop_step < total_steps else {})
-    adversarial = TASKS[config.model].adversarial
+    adversarial = task_of(config).adversarial
     if adversarial is None:
         return _adam(config, schedule), schedule
     ratio = adversarial.discriminator_lr_ratio

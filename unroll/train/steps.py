@@ -23,7 +23,7 @@ from unroll.config import Config
 from unroll.models import registry
 from unroll.train.distributed import global_batch, make_mesh
 from unroll.train.state import init_state, make_optimizer
-from unroll.train.tasks import TASKS
+from unroll.train.tasks import task_of
 
 
 def compute(graphdef, params, inputs, config: Config):
@@ -47,7 +47,7 @@ def apply(model, inputs, batch: dict):
 
 def make_train_step(graphdef, config: Config, tx, mesh):
     """jit-compiled `(state, batch) -> (state, metrics)`, batch sharded over the mesh's data axis."""
-    task = TASKS[config.model]
+    task = task_of(config)
 
     def loss_fn(params, batch):
         model, inputs = compute(graphdef, params, batch["blurred"], config)

@@ -1,5 +1,9 @@
 """What training adds to a model of the registry: its loss, and for a GAN (MADN) its adversarial part.
 
+A model registered without a task here (`task_of`) trains with the Charbonnier loss of its restored
+image (eq. 22) plus alpha times the kernel loss (eq. 23) of its kernel when its spec estimates one;
+`TASKS[name] = Task(...)` gives it its own.
+
 MADN (papers/madn.txt, Section 5.1): Adam 1e-4 for G and 4e-4 for D, gradients clipped at 2; its
 `loss` is the content part of eq. (10) alone (no discriminator), for studies outside the GAN step.
 """
@@ -10,10 +14,12 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from unroll import losses
 from unroll.config import Config
+from unroll.models import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,3 +57,20 @@ TASKS: dict[str, Task] = {
     "idc": Task(loss=lambda out, batch, c: losses.idc_loss(out, batch["sharp"])),
     "mtwdn": Task(loss=lambda out, batch, c: losses.mtwdn_loss(out, batch["sharp"])),
 }
+
+
+def default_task(spec: registry.ModelSpec) -> Task:
+    """Charbonnier on `spec.image(out)`, plus `config.alpha` x the kernel loss on `spec.kernel(out)`
+    when `spec.estimates_kernel` (batch means)."""
+    def loss(out, batch, c: Config):
+        value = jnp.mean(losses.charbonnier(spec.image(out), batch["sharp"]))
+        if spec.estimates_kernel:
+            value += c.alpha * jnp.mean(
+                losses.kernel_loss(spec.kernel(out), batch["sharp"], batch["blurred"], c.boundary))
+        return value
+    return Task(loss=loss)
+
+
+def task_of(config: Config) -> Task:
+    """The task of `config.model`: its own in TASKS, else `default_task` of its registry spec."""
+    return TASKS.get(config.model) or default_task(registry.spec(config))
