@@ -149,3 +149,18 @@ def test_closed_form_image_step_is_finite_and_differentiable():
     grads = jax.grad(loss, argnums=(0, 1))(jnp.array([1e-4, 0.3]), h)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in grads)
     assert float(jnp.abs(grads[0]).min()) > 0
+
+
+def test_closed_form_image_step_has_finite_gradients_when_conjugate_gradients_converge():
+    """Conjugate gradients that have (nearly) nothing left to correct divide tiny dot products:
+    their squares underflow float32 in the backward pass unless the division is guarded (this made
+    a closed-form network's first training steps NaN)."""
+    rng = np.random.default_rng(0)
+    g = jnp.asarray(1e-12 * rng.random((2, 20, 20, 3)), jnp.float32)  # residual dot products ~1e-24
+    h = jnp.asarray(np.stack([kernels.motion(7, np.random.default_rng(i)) for i in range(2)]))
+
+    def loss(beta, h):
+        return 1e12 * jnp.sum(steps.closed_form_image_step(g, h, g, beta))
+
+    grads = jax.grad(loss, argnums=(0, 1))(jnp.array([0.01, 0.1]), h)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in grads)

@@ -123,12 +123,19 @@ def closed_form_image_step(z, h, g, beta, boundary: str = "symmetric", refine: i
     p, ry = y, dot(res, y)
     for _ in range(refine):
         q = normal(p)
-        step = ry / jnp.maximum(dot(p, q), 1e-30)
+        step = _safe_divide(ry, dot(p, q))
         x, res = x + step * p, res - step * q
         y = precondition(res)
         ry_new = dot(res, y)
-        p, ry = y + ry_new / jnp.maximum(ry, 1e-30) * p, ry_new
+        p, ry = y + _safe_divide(ry_new, ry) * p, ry_new
     return x
+
+
+def _safe_divide(a, b, tiny: float = 1e-20):
+    """a / b, and 0 where b <= tiny (a converged CG: a flat image has nothing left to correct),
+    with finite derivatives there too (the division never sees the tiny b)."""
+    ok = b > tiny
+    return jnp.where(ok, a / jnp.where(ok, b, 1.0), 0.0)
 
 
 def _circular_solve(g, z, h, b, pads, boundary, normal_rhs: bool = False):
