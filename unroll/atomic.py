@@ -12,7 +12,8 @@ A write that fails for a reason of the machine (a full disk, a folder that canno
 
 `exclusive(folder)` holds an advisory lock (`fcntl.flock` on `folder/.lock`) for a block: a second
 process is refused at once with `FolderBusyError` naming the holder's process and host. The kernel
-releases the lock when its holder exits in any way (kill -9 included), so it never goes stale.
+releases the lock when its holder exits in any way (kill -9 included), so it never goes stale; a
+holder that finishes removes the file (a killed one leaves it, unlocked, for the next to take).
 """
 
 from __future__ import annotations
@@ -193,23 +194,39 @@ def exclusive(folder, flag: str = "--workdir"):
     one that cannot be is a WriteError."""
     folder = Path(folder)
     path = folder / ".lock"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise write_error(folder, exc) from None
-    try:
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(folder, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = path.read_text().strip() or "another process"
-            raise FolderBusyError(f"{folder} is in use by {holder}; wait for it to finish or use "
-                                  f"another {flag}") from None
+            os.close(fd)
+            try:
+                holder = path.read_text().strip()
+            except OSError:
+                holder = ""
+            raise FolderBusyError(f"{folder} is in use by {holder or 'another process'}; wait for it "
+                                  f"to finish or use another {flag}") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # its holder removed the file as we opened it: lock the one there now
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
         yield
     finally:
+        path.unlink(missing_ok=True)  # while still held: whoever opened it retries on a new file
         os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 __all__ = ["FolderBusyError", "WriteError", "clean", "exclusive", "free_space", "read_json",

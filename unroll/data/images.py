@@ -276,6 +276,21 @@ def written_by_unroll(path) -> bool:
         return False
 
 
+def decodes_whole(path) -> bool:
+    """Whether the PNG / JPEG / TIFF `path` decodes to its end (one cut short does not)."""
+    try:
+        if _is_tiff(Path(path)):
+            with tifffile.TiffFile(path) as tif:
+                for page in tif.pages:
+                    page.asarray()
+            return True
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - truncated / corrupt data surfaces as many types
+        return False
+
+
 def save_image(path, array, mark: bool = False) -> None:
     """Write `[H, W]`, `[H, W, 1]`, `[H, W, 3]` or, for PNG, `[H, W, 2]` / `[H, W, 4]` (with alpha)
     values in [0, 1] (clipped): PNG/JPEG as 8-bit, TIFF as 16-bit (TIFF also takes `[H, W, C]` for
