@@ -147,7 +147,8 @@ def writing(path):
         _sync(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         if isinstance(exc, Exception) and _os_error(exc) is not None:
             raise write_error(path, exc) from None
         raise

@@ -263,14 +263,17 @@ def _save_png(path: Path, samples: np.ndarray, mark: bool):
 
 
 def written_by_unroll(path) -> bool:
-    """Whether `path` is a PNG / JPEG / TIFF that unroll wrote (its Software tag or text)."""
+    """Whether `path` is a PNG / JPEG / TIFF that unroll wrote (its Software tag or text). The PNG
+    text unroll writes precedes the pixels, so a file of ours cut short is still known as ours."""
     path = Path(path)
     try:
         if _is_tiff(path):
             with tifffile.TiffFile(path) as tif:
                 return str(tif.pages.first.software or "").startswith(SOFTWARE)
         with Image.open(path) as im:
-            software = (getattr(im, "text", None) or {}).get("Software") or im.getexif().get(0x0131)
+            software = im.info.get("Software")  # the header's text: no decoding of the pixels
+            if software is None:
+                software = (getattr(im, "text", None) or {}).get("Software") or im.getexif().get(0x0131)
             return str(software or "").startswith(SOFTWARE)
     except Exception:  # noqa: BLE001 - unreadable: certainly not ours to replace
         return False
