@@ -128,3 +128,13 @@ def test_overwrite_redoes_outputs_and_an_unfinished_one_of_ours_is_redone(tmp_pa
     deblur.deblur_files(model, [photos], out, overwrite=True)
     assert "already have complete outputs" not in capsys.readouterr().err
     assert image.stat().st_mtime > 0 and sorted(os.listdir(out)) == _outputs(names)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_a_file_cut_short_is_not_whole(tmp_path, suffix):
+    path = tmp_path / f"a{suffix}"
+    data.save_image(path, np.random.default_rng(0).random((64, 48, 3)), mark=True)
+    assert data.decodes_whole(path) and data.written_by_unroll(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) * 3 // 5])
+    assert not data.decodes_whole(path)

@@ -280,12 +280,17 @@ def written_by_unroll(path) -> bool:
 
 
 def decodes_whole(path) -> bool:
-    """Whether the PNG / JPEG / TIFF `path` decodes to its end (one cut short does not)."""
+    """Whether the PNG / JPEG / TIFF `path` is whole (one cut short is not): PNG and JPEG decode to
+    their end; every strip or tile of a TIFF lies inside the file (a scene is not read into memory)."""
+    path = Path(path)
     try:
-        if _is_tiff(Path(path)):
+        if _is_tiff(path):
+            size = path.stat().st_size
             with tifffile.TiffFile(path) as tif:
                 for page in tif.pages:
-                    page.asarray()
+                    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+                    if not ends or max(ends) > size:
+                        return False
             return True
         with Image.open(path) as im:
             im.load()
