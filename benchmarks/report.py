@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from unroll import atomic
+
 # name -> (module, full arguments, --quick arguments)
 BENCHMARKS = {
     "gemm": ("benchmarks.gemm", [], ["--size=1024", "--repeats=3"]),
@@ -192,8 +194,8 @@ def main(argv=None):
         except subprocess.TimeoutExpired:
             report["sections"][name] = {"error": f"timed out after {args.timeout} s",
                                         "seconds": args.timeout, "command": [module]}
-        (out / "report.json").write_text(json.dumps(report, indent=1))  # partial results survive
-    (out / "report.md").write_text(markdown(report))
+        atomic.write_json(out / "report.json", report)  # partial results survive, never half a file
+    atomic.write_text(out / "report.md", markdown(report))
     print(markdown(report))
     failed = [n for n, s in report["sections"].items() if "error" in s]
     if failed:

@@ -10,8 +10,9 @@ Sweeps vary one axis at a time around the base, as the paper does (it runs every
 stage count with one stage: pass --stages=1 for that).
 
 Writes under DIR: one training run per variant (`DIR/<axis>=<value>/`, resumable: rerun the command
-after a kill), `ablation.csv` (one row per variant), `ablation.md` (tables in the paper's form, the
-kernel table of Table II: MNC / MSE / RMSE of s/||s||_1 and of h against the true kernel, and the
+after a kill; a report of an earlier run that cannot be read is redone, with a note),
+`ablation.csv` (one row per variant), `ablation.md` (tables in the paper's form, the kernel table
+of Table II: MNC / MSE / RMSE of s/||s||_1 and of h against the true kernel, and the
 compile time against the stage count), `compile.csv`, and `convergence_<axis>.png` (PSNR against
 training step per variant, Fig. 2). Compiled code is reused across variants and reruns through JAX's
 persistent compilation cache (`DIR/jax_cache` unless JAX_COMPILATION_CACHE_DIR is set).
@@ -19,7 +20,6 @@ persistent compilation cache (`DIR/jax_cache` unless JAX_COMPILATION_CACHE_DIR i
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -34,7 +34,7 @@ from experiments.common import (
     no_positional_arguments,
     run_reporting_user_errors,
 )
-from unroll import hostmem
+from unroll import atomic, hostmem
 from unroll.config import Config, ConfigError
 
 define_config_flags()
@@ -138,10 +138,7 @@ COLUMNS = ("variant", "axis", "value", "num_params", "psnr", "ssim", "rmse", "ps
 
 
 def write_csv(path: Path, rows: list[dict], columns=COLUMNS):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic.write_csv(path, rows, columns, extrasaction="ignore")
 
 
 def _fmt(value, digits):
@@ -230,9 +227,10 @@ def ablate(base: Config, sweeps: dict[str, list], workdir, compile_stages=None) 
         row.update(kernel_table(config, workdir / name))
         rows.append(row)
     write_csv(workdir / "ablation.csv", rows)
-    (workdir / "ablation.md").write_text(markdown(rows, compile_rows, base))
+    table = markdown(rows, compile_rows, base)
+    atomic.write_text(workdir / "ablation.md", table)
     convergence_plots(rows, workdir)
-    print((workdir / "ablation.md").read_text())
+    print(table)
     return rows
 
 

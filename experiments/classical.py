@@ -31,14 +31,13 @@ WORKDIR/classical.md (the table, also printed) and WORKDIR/tuned_params.npz.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 from experiments.common import UsageError, run_reporting_user_errors
-from unroll import hostmem
+from unroll import atomic, hostmem
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LEVIN = "../shared/data/levin2009"
@@ -319,7 +318,8 @@ def run(argv):
             shifts=FLAGS.shifts)
         timings["tune"] = time.time() - t0
         results["tuning"] = {"history": history}
-        np.savez(workdir / "tuned_params.npz", **jax.tree.map(np.asarray, params))
+        with atomic.writing(workdir / "tuned_params.npz") as tmp:
+            np.savez(tmp, **jax.tree.map(np.asarray, params))
         constrained = classical.constrain(params)
         results["tuned_params"] = {k: np.asarray(v, np.float64).tolist() for k, v in constrained.items()}
 
@@ -334,9 +334,9 @@ def run(argv):
             print(f"{dataset:8s} {method:8s} PSNR {m['psnr']:.2f} (input {m['psnr_input']:.2f})  "
                   f"SSIM {m['ssim']:.4f}  kernel MNC {m['kernel_mnc']:.3f}  {seconds:.0f} s", flush=True)
     results["timings"] = timings
-    (workdir / "classical.json").write_text(json.dumps(results, indent=1))
+    atomic.write_json(workdir / "classical.json", results)
     table = markdown(results, config)
-    (workdir / "classical.md").write_text(table)
+    atomic.write_text(workdir / "classical.md", table)
     print(table)
 
 

@@ -148,8 +148,8 @@ class UsageError(ValueError):
 # refused flag then costs no import of jax, orbax or scipy (a refusal or --help takes a fraction of a
 # second instead of seconds).
 _USER_ERRORS = {"unroll.checkpoint": ("CheckpointError",), "unroll.data.images": ("DataError",),
-                "unroll.train.workdir": ("WorkdirBusyError",)}
-_MACHINE_ERRORS = {"unroll.checkpoint": ("CheckpointSaveError",)}
+                "unroll.atomic": ("FolderBusyError",)}
+_MACHINE_ERRORS = {"unroll.checkpoint": ("CheckpointSaveError",), "unroll.atomic": ("WriteError",)}
 
 
 def _loaded(where: dict) -> tuple[type, ...]:
@@ -158,9 +158,9 @@ def _loaded(where: dict) -> tuple[type, ...]:
 
 
 def run_reporting_user_errors(run_fn, argv):
-    """`run_fn(argv)` with a user's mistake (a flag, a file, a checkpoint, a busy workdir) reported on
-    one line and exit code 2, and a failed save (a full disk) on one line and exit code 1: never a
-    traceback."""
+    """`run_fn(argv)` with a user's mistake (a flag, a file, a checkpoint, a busy workdir or output
+    folder, a damaged shipped model) reported on one line and exit code 2, and a failed save or write
+    (a full disk, an unwritable folder) on one line and exit code 1: never a traceback."""
     if "verbosity" in FLAGS and not FLAGS["verbosity"].present:  # orbax and grain log at INFO
         logging.set_verbosity(logging.WARNING)
     try:

@@ -4,8 +4,9 @@
 
 Trains and evaluates every model of --models at every noise level of --noise_levels (the paper's
 AIRS and AIRS(+) columns: without and with noise), each in `DIR/<model>/noise=<level>/` (resumable:
-rerun the command after a kill), then writes `DIR/compare.csv`, `DIR/compare.md` (Table VI: model,
-interpretable, estimates the kernel, parameters, PSNR / SSIM / RMSE per noise level) and
+rerun the command after a kill; a report of an earlier run that cannot be read is redone, with a
+note), then writes `DIR/compare.csv`, `DIR/compare.md` (Table VI: model, interpretable, estimates
+the kernel, parameters, PSNR / SSIM / RMSE per noise level) and
 `DIR/psnr_boxplot_noise=<level>.png` (Fig. 5). The baselines use --baseline_features as their
 first-level width when it is given, else --features.
 
@@ -35,7 +36,7 @@ from experiments.common import (
     no_positional_arguments,
     run_reporting_user_errors,
 )
-from unroll import hostmem
+from unroll import atomic, hostmem
 from unroll.config import MODELS, Config, ConfigError
 
 define_config_flags()
@@ -127,7 +128,6 @@ def make_runs(base: Config, models, noise_levels, baseline_features: int = 0,
 def classical_run(config: Config, run_dir: Path) -> dict:
     """The L0 blind solver on `config`'s test set, scored as the networks are (resumable: a finished
     run's metrics.json is reused)."""
-    import json
     import time
 
     import jax.numpy as jnp
@@ -136,11 +136,11 @@ def classical_run(config: Config, run_dir: Path) -> dict:
     from unroll.classical import l0
     from unroll.data.pipeline import LUMA
     from unroll.models.registry import ModelSpec
-    from unroll.train.evaluation import evaluate, make_eval_set
+    from unroll.train.evaluation import evaluate, make_eval_set, read_report
 
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
-        return json.loads(metrics_path.read_text())
+    done = read_report(run_dir, "evaluating the classical solver again")
+    if done is not None and "train_seconds" in done:
+        return done
 
     def predict(_, g):  # g [1, H, W, C]: the kernel from the luminance (band mean), then every band
         gray = g[0] @ jnp.asarray(LUMA) if g.shape[-1] == 3 else g[0].mean(-1)
@@ -154,7 +154,7 @@ def classical_run(config: Config, run_dir: Path) -> dict:
                        extra={"model": CLASSICAL, "num_params": 0, "step": 0}, spec=spec)
     results["train_seconds"] = 0.0
     results["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    metrics_path.write_text(json.dumps(results, indent=1))
+    atomic.write_json(run_dir / "metrics.json", results)
     return results
 
 
@@ -241,17 +241,15 @@ def compare(base: Config, models, noise_levels, workdir, baseline_features: int 
             kind = {"interpretable": spec.interpretable, "estimates_kernel": spec.estimates_kernel}
         rows.append({**results, "model": model, "noise": noise, **kind, "run_dir": run_dir,
                      "learning_rate": None if model == CLASSICAL else config.learning_rate})
-    with open(workdir / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic.write_csv(workdir / "compare.csv", rows, COLUMNS, extrasaction="ignore")
     for noise in noise_levels:
         mine = [r for r in rows if r["noise"] == noise]
         values = {"blurred": _per_image(mine[0]["run_dir"], "psnr_input")}
         values.update({m["model"]: _per_image(m["run_dir"], "psnr") for m in mine})
         plots.psnr_boxplot(workdir / f"psnr_boxplot_noise={noise}.png", values)
-    (workdir / "compare.md").write_text(markdown(rows, list(noise_levels), base))
-    print((workdir / "compare.md").read_text())
+    table = markdown(rows, list(noise_levels), base)
+    atomic.write_text(workdir / "compare.md", table)
+    print(table)
     return rows
 
 

@@ -5,7 +5,8 @@
         --train_minutes=63
 
 Writes `unroll/pretrained/<name>/`: config.json, params.npz (float32), metrics.json (the final
-evaluation's scores) and MODEL_CARD.md (what it was trained on, how, for how long, and its scores).
+evaluation's scores), MODEL_CARD.md (what it was trained on, how, for how long, and its scores) and
+SHA256SUMS (each file's SHA-256, checked by `unroll.load(name)`); every file is written atomically.
 """
 
 from __future__ import annotations
@@ -94,10 +95,8 @@ def run(argv):
     no_positional_arguments(argv)
     from unroll import pretrained
 
-    folder = pretrained.export(FLAGS.workdir, FLAGS.name)
-    config, metrics = pretrained.load_config(FLAGS.name), pretrained.metrics(FLAGS.name)
-    (folder / "MODEL_CARD.md").write_text(card(FLAGS.name, config, metrics, FLAGS.command,
-                                               FLAGS.train_minutes, FLAGS.machine))
+    folder = pretrained.export(FLAGS.workdir, FLAGS.name, card=lambda config, metrics: card(
+        FLAGS.name, config, metrics, FLAGS.command, FLAGS.train_minutes, FLAGS.machine))
     size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     print(f"wrote {folder} ({size:.2f} MB)")
 

@@ -18,7 +18,6 @@ Writes DIR/grad_study.json and DIR/grad_study/*.png.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from absl import app, flags
 
 from experiments import common
 from experiments.common import UsageError
-from unroll import hostmem
+from unroll import atomic, hostmem
 
 FLAGS = flags.FLAGS
 common.define_config_flags()
@@ -193,7 +192,7 @@ def run(argv):
                **results}
     results["timings"]["total"] = time.perf_counter() - t0
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "grad_study.json").write_text(json.dumps(results, indent=1))
+    atomic.write_json(workdir / "grad_study.json", results)
     (workdir / "grad_study").mkdir(exist_ok=True)
     studies.plot_study(results, workdir / "grad_study")
     _print_summary(results)

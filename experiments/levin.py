@@ -24,6 +24,8 @@ Writes, for method M (the folder name is M, with `checkpoint:DIR` as `checkpoint
   OUT/M/summary.json                          means, success rates, configuration (marks M finished)
   OUT/levin.md                                every finished method next to the published rows
 Rerunning reuses a finished method whose configuration is unchanged (`--force` recomputes it).
+Every file is written atomically (`unroll.atomic`); a file of an earlier run that cannot be read
+(cut short by a kill in an older version, damaged) is unfinished work: redone, with a note.
 
 Error ratio (Levin et al. 2009): SSD after alignment of `nonblind.deconvolve(blurred, estimated
 kernel)` over that of `nonblind.deconvolve(blurred, true kernel)`; NaN for methods without a kernel.
@@ -37,17 +39,16 @@ Measured (all 32 images; seconds on a shared 2-core CPU, compilation included):
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 from experiments.common import UsageError, run_reporting_user_errors
-from unroll import hostmem
+from unroll import atomic, hostmem
 
 DEFAULT_LEVIN = "../shared/data/levin2009"
 
@@ -172,12 +173,15 @@ def reference_ssd(images, cache: Path):
 
     from unroll import levin, nonblind
 
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    for im in images:
-        if im.name not in known:
-            u = np.clip(np.asarray(nonblind.deconvolve(im.blurred, im.kernel)), 0, 1)
-            known[im.name] = levin.aligned_scores(u, im.sharp).ssd
-    cache.write_text(json.dumps(known, indent=1))
+    known = atomic.read_json(cache, "computing it again")
+    if not isinstance(known, dict) or not all(isinstance(v, (int, float)) for v in known.values()):
+        known = {}
+    missing = [im for im in images if im.name not in known]
+    for im in missing:
+        u = np.clip(np.asarray(nonblind.deconvolve(im.blurred, im.kernel)), 0, 1)
+        known[im.name] = levin.aligned_scores(u, im.sharp).ssd
+    if missing or not cache.is_file():
+        atomic.write_json(cache, known)
     return known
 
 
@@ -231,7 +235,9 @@ def _fmt(x, spec):
 def markdown(workdir: Path) -> str:
     ours = []
     for f in sorted(workdir.glob("*/summary.json")):
-        s = json.loads(f.read_text())
+        s = _summary(f, "left out of the table until that method is run again")
+        if s is None:
+            continue
         label = s["config"]["method"] + ("" if s["images"] == 32 else f" ({s['images']} images)")
         ours.append((label, s["psnr"], s["ssim"], s["success_2"], s["success_3"],
                      s["seconds_per_image"], "ours (this run)"))
@@ -280,9 +286,9 @@ def run(argv):
     if method.startswith("checkpoint:"):
         config["checkpoint"] = FLAGS.checkpoint
     summary_file = out / "summary.json"
-    if summary_file.is_file() and not FLAGS.force:
-        old = json.loads(summary_file.read_text())
-        if old.get("config") == config:
+    if not FLAGS.force:
+        old = _summary(summary_file, f"running {method} again")
+        if old is not None and old.get("config") == config:
             print(f"{method}: finished earlier in {out}, reused (--force recomputes it)")
             _report(workdir, old)
             return
@@ -303,22 +309,39 @@ def run(argv):
     for im, (u, h, _) in zip(images, results):
         if u.shape != im.sharp.shape:
             raise UsageError(f"{method} returned a {u.shape} image for the {im.sharp.shape} {im.name}")
-        np.save(out / "restored" / f"{im.name}.npy", u)
+        _save_npy(out / "restored" / f"{im.name}.npy", u)
         if h is not None:
-            np.save(out / "restored" / f"{im.name}_kernel.npy", np.asarray(h, np.float32))
+            _save_npy(out / "restored" / f"{im.name}_kernel.npy", np.asarray(h, np.float32))
     ref = reference_ssd(images, workdir / "reference_ssd.json")
     rows = score(images, results, ref, method)
-    with open(out / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic.write_csv(out / "per_image.csv", rows, COLUMNS)
     summary = summarise(rows, config)
-    summary_file.write_text(json.dumps(summary, indent=1))
+    atomic.write_json(summary_file, summary)  # last: it marks the method finished
     _report(workdir, summary)
 
 
+def _save_npy(path: Path, array):
+    import numpy as np
+
+    with atomic.writing(path) as tmp:
+        np.save(tmp, array)
+
+
+def _summary(path: Path, redo: str):
+    """A method's summary.json, or None when it is missing, unreadable or incomplete (noted)."""
+    found = atomic.read_json(path, redo)
+    needed = ("images", "psnr", "ssim", "success_2", "success_3", "seconds_per_image", "config")
+    if found is None:
+        return None
+    if not isinstance(found, dict) or not all(k in found for k in needed) \
+            or not isinstance(found["config"], dict):
+        print(f"note: {path} is incomplete: unfinished work, {redo}", file=sys.stderr)
+        return None
+    return found
+
+
 def _report(workdir: Path, summary):
-    (workdir / "levin.md").write_text(markdown(workdir))
+    atomic.write_text(workdir / "levin.md", markdown(workdir))
     s = summary
     print(f"{s['config']['method']}: {s['images']} images  PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.4f}  "
           f"success (ER<=2) {_fmt(s['success_2'] * 100, '.0f')} %  (ER<=3) "

@@ -24,7 +24,7 @@ def test_runs_share_everything_but_the_model():
         compare.make_runs(TINY, ["unet"], [0.0])
 
 
-def test_compare_two_models_two_noise_levels(tmp_path):
+def test_compare_two_models_two_noise_levels(tmp_path, capsys):
     rows = compare.compare(TINY, ["mgstnet", "mtwdn"], [0.0, 0.01], tmp_path)
     assert [(r["model"], r["noise"]) for r in rows] == [("mgstnet", 0.0), ("mtwdn", 0.0),
                                                          ("mgstnet", 0.01), ("mtwdn", 0.01)]
@@ -39,6 +39,15 @@ def test_compare_two_models_two_noise_levels(tmp_path):
     assert "noise 0.01: PSNR / SSIM / RMSE" in md
     for noise in (0.0, 0.01):
         assert (tmp_path / f"psnr_boxplot_noise={noise}.png").stat().st_size > 1000
+
+    # A run's per-image table cut short (a kill inside a write of an older version) is unfinished
+    # work: that run is evaluated again with a note, the others are reused.
+    table = tmp_path / "mtwdn" / "noise=0.0" / "eval" / "per_image.csv"
+    table.write_text(table.read_text()[:-10])
+    again = compare.compare(TINY, ["mgstnet", "mtwdn"], [0.0, 0.01], tmp_path)
+    err = capsys.readouterr().err
+    assert f"{table} cannot be read" in err and err.count("finished earlier") == 3
+    assert [r["psnr"] for r in again] == pytest.approx([r["psnr"] for r in rows])
 
 
 def test_model_steps_give_a_model_its_own_budget():

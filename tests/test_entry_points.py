@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from experiments.common import UsageError, run_reporting_user_errors
+from unroll.atomic import FolderBusyError, WriteError
 from unroll.checkpoint import CheckpointError, CheckpointSaveError
 from unroll.config import ConfigError
 from unroll.data import DataError
@@ -27,6 +28,8 @@ def _raising(exc):
     (WorkdirBusyError("run is in use by pid 7"), 2),
     (FileExistsError("out/a.png exists"), 2),
     (CheckpointSaveError("disk full while saving step 4"), 1),
+    (FolderBusyError("out is in use by process 7 on host; use another --output_dir"), 2),
+    (WriteError("cannot write a_deblurred.png in out: No space left on device (0 MiB free there)"), 1),
 ])
 def test_known_errors_are_one_line_with_their_exit_code(exc, code, capsys):
     with pytest.raises(SystemExit) as exited:

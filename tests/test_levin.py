@@ -97,6 +97,7 @@ def test_loader_reads_the_benchmark_with_the_convolution_kernel():
 
 def test_benchmark_runner_writes_scores_and_reuses_finished_methods(tmp_path):
     import csv
+    import json
     import subprocess
     import sys
 
@@ -118,6 +119,20 @@ def test_benchmark_runner_writes_scores_and_reuses_finished_methods(tmp_path):
     assert "| input (2 images) |" in table and "SelfDeblur" in table and "published" in table
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "reused" in again.stdout
+    # Files of an earlier run cut short (a kill inside a write of an older version) are unfinished
+    # work: redone with a note, never a traceback.
+    summary, cache = tmp_path / "input" / "summary.json", tmp_path / "reference_ssd.json"
+    whole = json.loads(summary.read_text()), json.loads(cache.read_text())
+    for path in (summary, cache):
+        path.write_text(path.read_text()[:40])
+    redone = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert redone.returncode == 0 and "Traceback" not in redone.stderr, redone.stderr
+    assert "reused" not in redone.stdout
+    assert "summary.json cannot be read" in redone.stderr and "running input again" in redone.stderr
+    assert "reference_ssd.json cannot be read" in redone.stderr
+    assert json.loads(cache.read_text()) == pytest.approx(whole[1])
+    assert json.loads(summary.read_text())["psnr"] == pytest.approx(whole[0]["psnr"])
+    assert not list(tmp_path.rglob(".*.unroll-*"))
     bad = subprocess.run(cmd[:3] + ["--method=nope", f"--workdir={tmp_path}"], cwd=root,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")

@@ -4,6 +4,7 @@ the same network with fresh weights, so the test can fail)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,12 @@ def _cli(*args, cwd=ROOT):
 def test_export_then_load_by_name_gives_the_trained_network(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     train.train_and_evaluate(tiny_config(), workdir)
-    folder = pretrained.export(workdir, "aerial", out_root=tmp_path / "shipped")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "params.npz"]
+    folder = pretrained.export(workdir, "aerial", out_root=tmp_path / "shipped",
+                               card=lambda config, scores: f"# card: {config.stages} stages\n")
+    assert sorted(p.name for p in folder.iterdir()) == ["MODEL_CARD.md", "SHA256SUMS", "config.json",
+                                                        "metrics.json", "params.npz"]
+    assert set(pretrained.checksums(folder)) == {"MODEL_CARD.md", "config.json", "metrics.json",
+                                                 "params.npz"}
     monkeypatch.setattr(pretrained, "ROOT", tmp_path / "shipped")
     shipped, trained = pretrained.load("aerial"), unroll.load(workdir, checkpoint="latest")
     assert shipped.step == trained.step == tiny_config().steps
@@ -45,7 +50,8 @@ def test_export_then_load_by_name_gives_the_trained_network(tmp_path, monkeypatc
     first = sorted(arrays)[0]
     arrays[first] = arrays[first][..., :1]
     np.savez(folder / "params.npz", **arrays)
-    with pytest.raises(pretrained.PretrainedError, match="params.npz"):
+    pretrained.write_checksums(folder)  # as if exported so: the checksums pass, the shapes do not
+    with pytest.raises(pretrained.PretrainedError, match="params.npz: .* has shape"):
         pretrained.load("aerial")
 
 
@@ -55,6 +61,78 @@ def test_unknown_or_missing_names_are_clear(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "ROOT", tmp_path)
     with pytest.raises(pretrained.PretrainedError, match="missing"):
         pretrained.load("aerial")
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_shipped_checksums_cover_every_file_and_match(name):
+    folder = pretrained.ROOT / name
+    listed = pretrained.checksums(folder)
+    assert set(listed) == {p.name for p in folder.iterdir() if p.name != pretrained.CHECKSUMS}
+    pretrained.verify(folder)  # every file, the model card too
+    # Independently of the module's reader: the sha256sum format.
+    import hashlib
+    for line in (folder / pretrained.CHECKSUMS).read_text().splitlines():
+        digest, file = line.split("  ")
+        assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _with_nan(path):  # re-exported with a NaN, checksums recorded anew: only the values are wrong
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    first = sorted(arrays)[0]
+    arrays[first] = arrays[first].copy()
+    arrays[first].flat[0] = np.nan
+    np.savez_compressed(path, **arrays)
+    pretrained.write_checksums(path.parent)
+
+
+DAMAGE = {
+    "params truncated": ("params.npz", _truncate, "params.npz does not match its SHA-256"),
+    "params emptied": ("params.npz", lambda p: p.write_bytes(b""), "params.npz does not match"),
+    "params missing": ("params.npz", Path.unlink, "params.npz is missing"),
+    "params not finite": ("params.npz", _with_nan, "params.npz: .* not finite"),
+    "config garbage": ("config.json", lambda p: p.write_text("{garbage"), "config.json does not match"),
+    "metrics garbage": ("metrics.json", lambda p: p.write_text("[1, 2"), "metrics.json does not match"),
+    "checksums missing": ("SHA256SUMS", Path.unlink, "SHA256SUMS is missing"),
+}
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    """A copy of the shipped `aerial` model that a test may damage, loaded by name."""
+    shutil.copytree(pretrained.ROOT / "aerial", tmp_path / "aerial")
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path)
+    return tmp_path / "aerial"
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_shipped_model_is_one_line_naming_the_file(shipped_copy, damage):
+    file, spoil, expected = DAMAGE[damage]
+    spoil(shipped_copy / file)
+    with pytest.raises(pretrained.PretrainedError, match=expected) as err:
+        unroll.load("aerial")
+    assert "\n" not in str(err.value) and str(shipped_copy) in str(err.value)
+
+
+def test_the_cli_reports_a_damaged_shipped_model_on_one_line(shipped_copy, tmp_path):
+    _truncate(shipped_copy / "params.npz")
+    image = tmp_path / "a.png"
+    data.save_image(image, np.full((32, 32, 3), 0.5))
+    script = ("import sys\nfrom pathlib import Path\nfrom unroll import pretrained\n"
+              "pretrained.ROOT = Path(sys.argv[1])\nfrom experiments import mgstnet\n"
+              "mgstnet.app.run(mgstnet.main, ['prog', '--pretrained=aerial', '--mode=deblur', "
+              "f'--input={sys.argv[2]}', f'--output_dir={sys.argv[3]}'])\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(image), str(tmp_path / "out")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1:] == [result.stderr.strip()]  # one line
+    assert "params.npz does not match its SHA-256" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def _unseen(name):

@@ -130,9 +130,13 @@ def test_deblur_files_tiles_geotiffs_and_refuses_bad_input(tmp_path, monkeypatch
         assert page.tags[34735].value == (1, 1, 0, 0)
     assert data.load_image(out / "photo_deblurred.png").shape == (40, 36, 3)
     assert (out / "scene_kernel.png").exists()
-    with pytest.raises(FileExistsError, match="exists"):
-        deblur.deblur_files(model, [tmp_path / "scene.tif"], out, tile_size=32,
-                            tile_overlap=8)
+    # A rerun keeps the complete outputs of the earlier run (no --overwrite needed), with a note.
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert deblur.deblur_files(model, [tmp_path / "scene.tif"], out, tile_size=32,
+                               tile_overlap=8) == [out / "scene_deblurred.tif"]
+    assert "1 of 1 input(s) already have complete outputs" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     deblur.deblur_files(model, [tmp_path / "scene.tif"], out, overwrite=True,
                         tile_size=32, tile_overlap=8, global_kernel=True)
 

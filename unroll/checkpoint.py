@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from unroll.atomic import free_space
 from unroll.config import Config
 
 ITEMS = ("state", "data", "config", "checksum")
@@ -166,7 +166,7 @@ class Checkpoints:
         except Exception as exc:
             raise CheckpointSaveError(
                 f"cannot save checkpoint step {step} in {self.root} ({_first_line(exc)}; "
-                f"{_free_space(self.root)} free there); the earlier checkpoints are intact") from None
+                f"{free_space(self.root)} free there); the earlier checkpoints are intact") from None
 
     def _verified(self, which: str, step: int, tree: dict, keys):
         """Raise ValueError when a restored part of the state does not match its stored checksum
@@ -308,14 +308,6 @@ def _quiet_orbax():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-def _free_space(path: Path) -> str:
-    for folder in (path, *path.parents):
-        if folder.exists():
-            free = shutil.disk_usage(folder).free
-            return f"{free / 2 ** 20:.0f} MiB" if free < 2 ** 30 else f"{free / 2 ** 30:.1f} GiB"
-    return "unknown"
 
 
 # MGSTNet's stage parameters: stacked on a leading axis now (`stages/<leaf>[K, ...]`), one entry per

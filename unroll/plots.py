@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from unroll import atomic  # noqa: E402
+
 
 def _show(ax, image, title):
     image = np.clip(np.asarray(image, np.float32), 0, 1)
@@ -23,6 +25,15 @@ def _show(ax, image, title):
 
 def _psnr(x, y):
     return 10 * np.log10(1.0 / max(float(np.mean((np.clip(x, 0, 1) - y) ** 2)), 1e-12))
+
+
+def save_figure(fig, path, dpi: int = 110):
+    """Write `fig` to `path` (format from its suffix) atomically, then close it."""
+    try:
+        with atomic.writing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or None)
+    finally:
+        plt.close(fig)
 
 
 def sample_grid(path, blurred, stage_images, sharp, kernel=None, true_kernel=None):
@@ -41,8 +52,7 @@ def sample_grid(path, blurred, stage_images, sharp, kernel=None, true_kernel=Non
             axes[col].axis("off")
             col += 1
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def psnr_boxplot(path, groups: dict):
@@ -52,8 +62,7 @@ def psnr_boxplot(path, groups: dict):
     ax.set_yticks(range(1, len(groups) + 1), list(groups))
     ax.set_xlabel("PSNR (dB)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def read_log(log_path) -> dict[str, dict[int, float]]:
@@ -86,8 +95,7 @@ def convergence(path, curves: dict, title: str = "", ylabel: str = "PSNR (dB)"):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def training_curves(log_path, path):
@@ -115,8 +123,7 @@ def training_curves(log_path, path):
             ax.set_ylabel("training loss (mean per log interval)" if k == "loss_mean" else "loss")
             ax.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_kernel(path, kernel, zoom: int = 8, mark: bool = False):

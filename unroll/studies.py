@@ -459,13 +459,14 @@ def plot_study(results: dict, out_dir) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from unroll import plots
+
     out_dir = Path(out_dir)
     written = []
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
+        plots.save_figure(fig, out_dir / name)
         written.append(out_dir / name)
 
     # 1. Gradient norms per stage and group (absolute and relative to the parameters' norms).

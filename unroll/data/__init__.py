@@ -64,6 +64,7 @@ from unroll.data.images import (
                                 DataWarning,
                                 ImageInfo,
                                 check_bands,
+                                decodes_whole,
                                 image_info,
                                 image_size,
                                 load_image,
@@ -85,7 +86,7 @@ from unroll.data.sources import (
 __all__ = [
     "AUTO_CACHE_BYTES", "BUILTIN_TEST", "BUILTIN_TRAIN", "DataError", "DataWarning", "Degradation",
     "EvalSet", "IMAGE_SUFFIXES", "ImageFolder", "ImageInfo", "PairedFolder", "TrainTransform",
-    "blur_host", "builtin_samples", "check_bands", "example_rng", "image_info", "image_size",
+    "blur_host", "builtin_samples", "check_bands", "decodes_whole", "example_rng", "image_info", "image_size",
     "load_image", "make_eval_dataset", "make_train_dataset", "open_source", "save_image",
     "to_channels", "written_by_unroll",
 ]

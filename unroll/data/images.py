@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps
 
+from unroll import atomic
 from unroll.data import raster as _raster
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -255,23 +256,46 @@ def _save_png(path: Path, samples: np.ndarray, mark: bool):
 
         info = PngInfo()
         info.add_text("Software", SOFTWARE)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 3 and samples.shape[-1] == 1:
         samples = samples[:, :, 0]
-    Image.fromarray(samples).save(path, pnginfo=info)
+    with atomic.writing(path) as tmp:
+        Image.fromarray(samples).save(tmp, format="PNG", pnginfo=info)
 
 
 def written_by_unroll(path) -> bool:
-    """Whether `path` is a PNG / JPEG / TIFF that unroll wrote (its Software tag or text)."""
+    """Whether `path` is a PNG / JPEG / TIFF that unroll wrote (its Software tag or text). The PNG
+    text unroll writes precedes the pixels, so a file of ours cut short is still known as ours."""
     path = Path(path)
     try:
         if _is_tiff(path):
             with tifffile.TiffFile(path) as tif:
                 return str(tif.pages.first.software or "").startswith(SOFTWARE)
         with Image.open(path) as im:
-            software = (getattr(im, "text", None) or {}).get("Software") or im.getexif().get(0x0131)
+            software = im.info.get("Software")  # the header's text: no decoding of the pixels
+            if software is None:
+                software = (getattr(im, "text", None) or {}).get("Software") or im.getexif().get(0x0131)
             return str(software or "").startswith(SOFTWARE)
     except Exception:  # noqa: BLE001 - unreadable: certainly not ours to replace
+        return False
+
+
+def decodes_whole(path) -> bool:
+    """Whether the PNG / JPEG / TIFF `path` is whole (one cut short is not): PNG and JPEG decode to
+    their end; every strip or tile of a TIFF lies inside the file (a scene is not read into memory)."""
+    path = Path(path)
+    try:
+        if _is_tiff(path):
+            size = path.stat().st_size
+            with tifffile.TiffFile(path) as tif:
+                for page in tif.pages:
+                    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+                    if not ends or max(ends) > size:
+                        return False
+            return True
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - truncated / corrupt data surfaces as many types
         return False
 
 
@@ -279,7 +303,8 @@ def save_image(path, array, mark: bool = False) -> None:
     """Write `[H, W]`, `[H, W, 1]`, `[H, W, 3]` or, for PNG, `[H, W, 2]` / `[H, W, 4]` (with alpha)
     values in [0, 1] (clipped): PNG/JPEG as 8-bit, TIFF as 16-bit (TIFF also takes `[H, W, C]` for
     any C: interleaved gray bands). `mark` tags the file as written by unroll (`written_by_unroll`).
-    Parent folders are created. (`unroll.data.raster.write_raster` keeps a source TIFF's dtype, range
+    Parent folders are created; the file appears complete or not at all (`unroll.atomic`).
+    (`unroll.data.raster.write_raster` keeps a source TIFF's dtype, range
     and tags.)"""
     path = Path(path)
     if isinstance(array, np.ndarray) and array.dtype == np.uint8 and path.suffix.lower() == ".png":
@@ -299,20 +324,22 @@ def save_image(path, array, mark: bool = False) -> None:
         raise ValueError(f"save_image: non-finite values in the image for {path}")
     arr = np.clip(arr, 0.0, 1.0)
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in _TIFF_SUFFIXES:
         data = np.round(arr * 65535).astype(np.uint16)
         rgb = arr.ndim == 3 and arr.shape[-1] == 3
-        tifffile.imwrite(path, data, photometric="rgb" if rgb else "minisblack",
-                         planarconfig="contig" if arr.ndim == 3 else None,
-                         software=SOFTWARE if mark else False)
+        with atomic.writing(path) as tmp:
+            tifffile.imwrite(tmp, data, photometric="rgb" if rgb else "minisblack",
+                             planarconfig="contig" if arr.ndim == 3 else None,
+                             software=SOFTWARE if mark else False)
     elif suffix == ".png":
         _save_png(path, np.round(arr * 255).astype(np.uint8), mark)
     elif suffix in (".jpg", ".jpeg"):
         exif = Image.Exif()
         if mark:
             exif[0x0131] = SOFTWARE
-        Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(path, quality=95, exif=exif)
+        with atomic.writing(path) as tmp:
+            Image.fromarray(np.round(arr * 255).astype(np.uint8)).save(tmp, format="JPEG", quality=95,
+                                                                      exif=exif)
     else:
         raise ValueError(f"save_image: unsupported file type {suffix!r} for {path} "
                          "(use .png, .jpg, .tif)")

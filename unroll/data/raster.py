@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from unroll import atomic
+
 GEO_TAGS = {33550: "ModelPixelScale", 33922: "ModelTiepoint", 34264: "ModelTransformation",
             34735: "GeoKeyDirectory", 34736: "GeoDoubleParams", 34737: "GeoAsciiParams"}
 GDAL_METADATA, GDAL_NODATA = 42112, 42113
@@ -521,28 +523,28 @@ def _write_layout(raster: Raster) -> dict:
 def write_raster(path, raster: Raster, pixels=None, software: str | None = None) -> Path:
     """Write `pixels` (default: the raster's) as a TIFF with the raster's dtype, range, layout and
     kept tags (raw, byte-identical; with `software`, the Software tag says that instead). Parent
-    folders are created."""
+    folders are created; the file appears complete or not at all (`unroll.atomic.writing`)."""
     path = Path(path)
     data = to_stored(raster, pixels)
     if raster.planar and raster.bands > 1:
         data = np.moveaxis(data, -1, 0)
     if raster.bands == 1:
         data = data[..., 0] if not raster.planar else data[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
     bigtiff = raster.bigtiff or data.nbytes > 2 ** 32 - 2 ** 25
     layout = _write_layout(raster)
     tags = [t for t in _extratags(raster) if software is None or t[0] != 305]
-    write = lambda **kw: tifffile.imwrite(  # noqa: E731
-        path, data, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None,
-        software=software or False, extratags=tags, **kw)
-    try:
-        write(**layout)
-    except (KeyError, ValueError) as exc:  # a predictor tifffile cannot encode without imagecodecs
-        if "predictor" not in layout:
-            raise
-        warnings.warn(f"{path}: written without the predictor {layout.pop('predictor')} "
-                      f"({type(exc).__name__}: {exc})", RasterWarning, stacklevel=2)
-        write(**layout)
+    with atomic.writing(path) as tmp:
+        write = lambda **kw: tifffile.imwrite(  # noqa: E731
+            tmp, data, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None,
+            software=software or False, extratags=tags, **kw)
+        try:
+            write(**layout)
+        except (KeyError, ValueError) as exc:  # a predictor tifffile cannot encode without imagecodecs
+            if "predictor" not in layout:
+                raise
+            warnings.warn(f"{path}: written without the predictor {layout.pop('predictor')} "
+                          f"({type(exc).__name__}: {exc})", RasterWarning, stacklevel=2)
+            write(**layout)
     return path
 
 
@@ -577,12 +579,12 @@ def write_raster_bands(path, raster: Raster, bands, software: str | None = None,
     if layout.get("predictor", 1) != 2 or dtype.kind not in "ui":  # tifffile encodes 2 natively
         if layout.pop("predictor", 1) != 1:
             warnings.warn(f"{path}: written without the input's predictor", RasterWarning, stacklevel=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tags = [t for t in _extratags(raster) if software is None or t[0] != 305]
     bigtiff = raster.bigtiff or height * width * nbands * dtype.itemsize > 2 ** 32 - 2 ** 25
-    tifffile.imwrite(path, data=tiles(), shape=(height, width, nbands) if nbands > 1 else (height, width),
-                     dtype=dtype, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None,
-                     software=software or False, extratags=tags, **layout)
+    with atomic.writing(path) as tmp:
+        tifffile.imwrite(tmp, data=tiles(), shape=(height, width, nbands) if nbands > 1 else (height, width),
+                         dtype=dtype, bigtiff=bigtiff, byteorder=raster.byteorder, metadata=None,
+                         software=software or False, extratags=tags, **layout)
     return path
 
 

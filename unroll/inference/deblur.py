@@ -9,9 +9,17 @@ for every input `<stem>.<ext>`:
     per-tile kernels in the tiles' layout (each scaled to its own maximum).
 
 Nothing a user had is replaced: an output name that equals an input is refused, an existing file
-is replaced only with `overwrite` and only if unroll wrote it (its Software tag or PNG text, see
+is replaced only if unroll wrote it (its Software tag or PNG text, see
 `unroll.data.written_by_unroll`), and folders and globs never yield unroll's own outputs as inputs.
 An alpha band (PNG, TIFF) is passed through unchanged; EXIF orientation is applied on reading.
+
+A job that survives: every output is written to a temporary name and renamed into place when
+complete (`unroll.atomic`), so a kill leaves no half-written file; rerunning the same command
+finishes the job: inputs whose outputs unroll wrote completely are kept and skipped (a note says how
+many; `overwrite` redoes them), the rest are made, and temporaries a killed run left are removed.
+One process writes into an output folder at a time (a lock, as training holds on its workdir): a
+second is refused at once, naming the first. A full disk or an unwritable folder is one
+`unroll.atomic.WriteError` line naming the folder and its free space; outputs finished before it stay.
 
 Modes:
   * `tile_size=0`: the whole image in one forward pass (compiled per image size). A scene whose
@@ -38,11 +46,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from unroll import data, plots
+from unroll import atomic, data, plots
 from unroll.config import Config, ConfigError
 from unroll.data import raster
 from unroll.inference import tiling
 from unroll.inference.model import Model
+from unroll.models import registry
 
 # Forward-pass memory per pixel and per feature of the image prior. XLA's buffer assignment
 # (`compiled.memory_analysis()`, CPU) measured 12.5-28 bytes for MGSTNet with 1-3 scales, 16-64
@@ -107,17 +116,23 @@ def _targets(files: list[Path], output_dir: Path) -> list[tuple[Path, Path, Path
     return targets
 
 
-def _check_outputs(targets, overwrite: bool):
-    """Existing outputs: refused without `overwrite`; with it, only files unroll wrote are replaced."""
-    for _, *outs in targets:
+def _plan(targets, overwrite: bool, with_kernel: bool):
+    """(the targets to make, how many are finished): an input is finished when unroll wrote its
+    outputs (the kernel too, for a model that estimates one) and they decode to their end; it is
+    kept unless `overwrite`. A file unroll did not write where an output goes is refused."""
+    todo, finished = [], 0
+    for target in targets:
+        _, *outs = target
         for out in outs:
-            if not out.exists():
-                continue
-            if not overwrite:
-                raise FileExistsError(f"{out} exists; pass --overwrite or another --output_dir")
-            if not data.written_by_unroll(out):
+            if out.exists() and not data.written_by_unroll(out):
                 raise FileExistsError(f"{out} exists and was not written by unroll; it is not "
                                       "replaced, even with --overwrite: choose another --output_dir")
+        wanted = outs if with_kernel else outs[:1]
+        if not overwrite and all(out.exists() and data.decodes_whole(out) for out in wanted):
+            finished += 1
+        else:
+            todo.append(target)
+    return todo, finished
 
 
 def _read(path: Path, channels: int):
@@ -347,35 +362,55 @@ def deblur_files(model: Model, inputs, output_dir, overwrite: bool = False, tile
     """Deblur user images with a loaded `model` (`unroll.load`; see the module docstring).
 
     Every input is checked (bands, size, memory) and the outputs are checked (see the module
-    docstring) before anything is computed or written.
+    docstring) before anything is computed or written. Returns every input's deblurred image,
+    those kept from an earlier run included.
     """
     config = model.config
     _check_options(config, tile_size, tile_overlap)
     output_dir = Path(output_dir)
     targets = _targets(input_files(inputs), output_dir)
-    _check_outputs(targets, overwrite)
     available = available_memory()
-    tiles = [_check_input(config, path, tile_size, available) for path, *_ in targets]
+    tiles = dict(zip(targets, (_check_input(config, path, tile_size, available)
+                               for path, *_ in targets)))
     if global_kernel and tile_size and not model.is_mgstnet:
         raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
                           f"(mgstnet), not {config.model}")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for (path, out_image, out_kernel), tile in zip(targets, tiles):
-        overlap = min(tile_overlap, tile // 2)
-        kernels = NotImplemented
-        if tile and _windows_supported(path, config.channels):
-            kernels = _deblur_streamed(model, path, out_image, tile, overlap, global_kernel)
-        if kernels is NotImplemented:
-            image, source, alpha = _read(path, config.channels)
-            restored, kernels = model.deblur(image, tile, overlap, global_kernel and bool(tile),
-                                             progress=True)
-            _write(out_image, restored, source, alpha)
-        if kernels is not None:
-            _save_kernels(out_kernel, kernels)
-        written.append(out_image)
-        print(f"{path} -> {out_image}", file=sys.stderr)
-    return written
+    with atomic.exclusive(output_dir, "--output_dir"):
+        removed = atomic.clean(output_dir)
+        if removed:
+            print(f"note: removed {removed} unfinished temporary file(s) that a killed run left in "
+                  f"{output_dir}", file=sys.stderr)
+        todo, finished = _plan(targets, overwrite, registry.spec(config).estimates_kernel)
+        if finished:
+            print(f"note: {finished} of {len(targets)} input(s) already have complete outputs from an "
+                  f"earlier run in {output_dir}: kept (--overwrite redoes them)", file=sys.stderr)
+        done = 0
+        for target in todo:
+            try:
+                _deblur_one(model, *target, tiles[target], tile_overlap, global_kernel)
+            except atomic.WriteError as exc:
+                raise atomic.WriteError(f"{exc}; the {finished + done} input(s) finished before it "
+                                        "are kept: rerun the command to finish") from None
+            done += 1
+    return [out_image for _, out_image, _ in targets]
+
+
+def _deblur_one(model: Model, path: Path, out_image: Path, out_kernel: Path, tile: int,
+                tile_overlap: int, global_kernel: bool):
+    """Deblur one input and write its outputs (each atomically; the kernel after the image)."""
+    config = model.config
+    overlap = min(tile_overlap, tile // 2)
+    kernels = NotImplemented
+    if tile and _windows_supported(path, config.channels):
+        kernels = _deblur_streamed(model, path, out_image, tile, overlap, global_kernel)
+    if kernels is NotImplemented:
+        image, source, alpha = _read(path, config.channels)
+        restored, kernels = model.deblur(image, tile, overlap, global_kernel and bool(tile),
+                                         progress=True)
+        _write(out_image, restored, source, alpha)
+    if kernels is not None:
+        _save_kernels(out_kernel, kernels)
+    print(f"{path} -> {out_image}", file=sys.stderr)
 
 
 __all__ = ["available_memory", "deblur_files", "forward_bytes", "input_files", "kernel_mosaic",

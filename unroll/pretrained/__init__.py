@@ -2,26 +2,36 @@
 
 Each lives in `unroll/pretrained/<name>/`: `config.json` (the `Config` it was trained with),
 `params.npz` (one array per parameter, named by its path in the parameter tree), `metrics.json`
-(its test scores) and `MODEL_CARD.md` (data, degradation, command, budget, scores).
+(its test scores), `MODEL_CARD.md` (data, degradation, command, budget, scores) and `SHA256SUMS`
+(the SHA-256 of each of them, in `sha256sum` format: `sha256sum -c SHA256SUMS` checks them too).
+
+Loading verifies the files it reads: a file that is missing, truncated or altered (its SHA-256 differs from the one
+recorded at export), that cannot be parsed, or parameters that are not finite, give one
+`PretrainedError` line naming the file (the CLI prints it and exits with code 2).
 
     >>> import unroll
     >>> model = unroll.load("aerial")            # doctest: +SKIP
     >>> restored, kernel = model.deblur(image)   # doctest: +SKIP
 
-`export(workdir, name)` writes a trained workdir's best checkpoint in this form (`experiments.export`).
+`export(workdir, name)` writes a trained workdir's final checkpoint in this form
+(`experiments.export_pretrained`), each file atomically and the checksums last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from unroll import atomic
 from unroll.config import Config, ConfigError
 
 ROOT = Path(__file__).parent
 NAMES = ("aerial", "motion")
+CHECKSUMS = "SHA256SUMS"
+REINSTALL = "a damaged installation: reinstall unroll"
 
 
 class PretrainedError(ConfigError):
@@ -41,8 +51,14 @@ def _flat(params) -> dict[str, object]:
 
 
 def load_config(name: str) -> Config:
-    folder = _folder(name)
-    return Config.from_dict(json.loads((folder / "config.json").read_text()))
+    """The configuration the packaged model `name` was trained with (config.json, verified)."""
+    path = _folder(name) / "config.json"
+    try:
+        return Config.from_dict(_read_json(path))
+    except PretrainedError:
+        raise
+    except ConfigError as exc:
+        raise PretrainedError(f"{path}: {exc} ({REINSTALL})") from None
 
 
 def load(name: str):
@@ -53,10 +69,10 @@ def load(name: str):
     from unroll.models import registry
 
     folder = _folder(name)
+    verify(folder, ("config.json", "params.npz", "metrics.json"))  # what loading reads
     config = load_config(name).validate()
     graphdef, template = registry.build_split(config)
-    with np.load(folder / "params.npz") as stored:
-        arrays = dict(stored)
+    arrays = _read_params(folder / "params.npz")
     names = _flat(template)
     if set(arrays) != set(names):
         missing, extra = sorted(set(names) - set(arrays)), sorted(set(arrays) - set(names))
@@ -67,6 +83,9 @@ def load(name: str):
         if arrays[key].shape != leaf.shape:
             raise PretrainedError(f"{folder / 'params.npz'}: {key} has shape {arrays[key].shape}, "
                                   f"config.json needs {leaf.shape}")
+        if not np.all(np.isfinite(arrays[key])):
+            raise PretrainedError(f"{folder / 'params.npz'}: {key} holds values that are not finite "
+                                  f"({REINSTALL})")
         leaves.append(jax.numpy.asarray(arrays[key], leaf.dtype))
     params = jax.tree.unflatten(jax.tree.structure(template), leaves)
     metrics = _read_json(folder / "metrics.json")
@@ -78,10 +97,11 @@ def metrics(name: str) -> dict:
     return _read_json(_folder(name) / "metrics.json")
 
 
-def export(workdir, name: str, out_root=ROOT) -> Path:
+def export(workdir, name: str, out_root=ROOT, card=None) -> Path:
     """Write `workdir`'s final checkpoint as the packaged model `name` under `out_root`: its config,
-    parameters (float32) and the metrics of its final evaluation (the newest save, not the best on
-    the test set: choosing by test score would flatter it)."""
+    parameters (float32), the metrics of its final evaluation (the newest save, not the best on
+    the test set: choosing by test score would flatter it), with `card(config, metrics) -> str`
+    its MODEL_CARD.md, and last the SHA-256 of each (`SHA256SUMS`). Each file is written atomically."""
     from unroll.checkpoint import Checkpoints
 
     workdir = Path(workdir)
@@ -91,28 +111,96 @@ def export(workdir, name: str, out_root=ROOT) -> Path:
             raise PretrainedError(f"no checkpoint in {workdir}: train there first")
         _, params, step = checkpoints.restore_model("latest")
     folder = Path(out_root) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / "params.npz",
-                        **{k: np.asarray(v, np.float32) for k, v in _flat(params).items()})
-    scores = _read_json(workdir / "metrics.json")
+    (folder / CHECKSUMS).unlink(missing_ok=True)  # a half-replaced model never looks verified
+    with atomic.writing(folder / "params.npz") as tmp:
+        np.savez_compressed(tmp, **{k: np.asarray(v, np.float32) for k, v in _flat(params).items()})
+    metrics_path = workdir / "metrics.json"
+    scores = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     scores.update(step=step, train_dir=config.train_dir, test_dir=config.test_dir)
     # Folders and worker counts of the training machine mean nothing elsewhere: evaluation of a
     # shipped model defaults to the built-in test photographs (--test_dir chooses others).
     config.train_dir, config.test_dir, config.remat, config.num_workers = "", "", False, 0
-    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-    (folder / "metrics.json").write_text(json.dumps(scores, indent=1) + "\n")
+    atomic.write_text(folder / "config.json", json.dumps(config.to_dict(), indent=1) + "\n")
+    atomic.write_text(folder / "metrics.json", json.dumps(scores, indent=1) + "\n")
+    if card is not None:
+        atomic.write_text(folder / "MODEL_CARD.md", card(config, scores))
+    write_checksums(folder)
     return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder) -> Path:
+    """Record the SHA-256 of every file of a packaged model's `folder` in `folder/SHA256SUMS`."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS
+                   and not p.name.startswith("."))
+    atomic.write_text(folder / CHECKSUMS, "".join(f"{_sha256(p)}  {p.name}\n" for p in files))
+    return folder / CHECKSUMS
+
+
+def checksums(folder) -> dict[str, str]:
+    """{file name: SHA-256} recorded in `folder/SHA256SUMS`; PretrainedError when it is missing or
+    cannot be read."""
+    path = Path(folder) / CHECKSUMS
+    try:
+        lines = path.read_text().splitlines()
+        recorded = dict(reversed(line.split(maxsplit=1)) for line in lines if line.strip())
+    except FileNotFoundError:
+        raise PretrainedError(f"{path} is missing ({REINSTALL})") from None
+    except (OSError, ValueError) as exc:
+        raise PretrainedError(f"{path} cannot be read ({type(exc).__name__}; {REINSTALL})") from None
+    if not recorded or not all(len(h) == 64 for h in recorded.values()):
+        raise PretrainedError(f"{path} is not a list of SHA-256 checksums ({REINSTALL})")
+    return {name.lstrip("*"): digest for name, digest in recorded.items()}
+
+
+def verify(folder, names=None):
+    """Check the files `names` (default: all that SHA256SUMS lists) of a packaged model's `folder`
+    against their recorded SHA-256; PretrainedError naming the first that is missing or differs."""
+    folder = Path(folder)
+    recorded = checksums(folder)
+    for name in names or recorded:
+        path = folder / name
+        if name not in recorded:
+            raise PretrainedError(f"{path} has no checksum in {folder / CHECKSUMS} ({REINSTALL})")
+        if not path.is_file():
+            raise PretrainedError(f"{path} is missing ({REINSTALL})")
+        if _sha256(path) != recorded[name]:
+            raise PretrainedError(f"{path} does not match its SHA-256 in {CHECKSUMS} (truncated or "
+                                  f"altered; {REINSTALL})")
 
 
 def _folder(name: str) -> Path:
     if name not in NAMES:
         raise PretrainedError(f"unknown pretrained model {name!r}: one of {', '.join(NAMES)}")
     folder = ROOT / name
-    if not (folder / "params.npz").is_file() or not (folder / "config.json").is_file():
-        raise PretrainedError(f"pretrained model {name!r} is missing from {folder} (a damaged "
-                              "installation: reinstall unroll)")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise PretrainedError(f"pretrained model {name!r} is missing from {folder} ({REINSTALL})")
     return folder
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A verified JSON object of a packaged model."""
+    verify(path.parent, [path.name])
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PretrainedError(f"{path} cannot be read ({type(exc).__name__}; {REINSTALL})") from None
+    if not isinstance(found, dict):
+        raise PretrainedError(f"{path} is not a JSON object ({REINSTALL})")
+    return found
+
+
+def _read_params(path: Path) -> dict:
+    try:
+        with np.load(path) as stored:
+            return dict(stored)
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and decompression errors of many kinds
+        raise PretrainedError(f"{path} cannot be read ({type(exc).__name__}; {REINSTALL})") from None

@@ -9,14 +9,15 @@ means when the set has class subfolders (the paper's Table VII).
 from __future__ import annotations
 
 import csv
-import json
+import io
+import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import data, metrics, plots
+from unroll import atomic, data, metrics, plots
 from unroll.config import Config
 from unroll.models import registry
 
@@ -90,12 +91,9 @@ def evaluate(predict, params, eval_set, config, out_dir=None, extra: dict | None
 def write_report(out_dir: Path, summary: dict, rows: list[dict], samples):
     eval_dir = out_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
-    with open(eval_dir / "per_image.csv", "w", newline="") as f:
-        fieldnames = list(dict.fromkeys(k for r in rows for k in r))
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
+    # The per-image table first: a finished report is metrics.json (written last) with its table.
+    atomic.write_csv(eval_dir / "per_image.csv", rows, dict.fromkeys(k for r in rows for k in r))
+    atomic.write_json(out_dir / "metrics.json", summary)
     for example, stage_images, kernel in samples:
         name = Path(example["name"]).with_suffix("").as_posix().replace("/", "_")
         plots.sample_grid(eval_dir / f"sample_{name}.png", example["blurred"], stage_images,
@@ -104,6 +102,30 @@ def write_report(out_dir: Path, summary: dict, rows: list[dict], samples):
                        {"blurred input": [r["psnr_input"] for r in rows],
                         summary["model"]: [r["psnr"] for r in rows]})
     print(format_table(summary))
+
+
+def read_report(out_dir, redo: str) -> dict | None:
+    """The metrics of a finished report in `out_dir` (`write_report`), or None when there is none or
+    it cannot be read or is cut short (metrics.json or eval/per_image.csv, e.g. by a kill in an older
+    version): then a note says so and that the work is redone (`redo`)."""
+    out_dir = Path(out_dir)
+    summary = atomic.read_json(out_dir / "metrics.json", redo)
+    if summary is None:
+        return None
+    table = out_dir / "eval" / "per_image.csv"
+    try:
+        text = table.read_text()
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        # A row cut short lacks fields (None) or, cut in its last field, the final line end.
+        count = sum(None not in row.values() for row in rows) if text.endswith("\n") else -1
+    except (OSError, ValueError, csv.Error) as exc:
+        count, reason = -1, type(exc).__name__
+    else:
+        reason = f"{count} complete rows for {summary.get('num_images')} images"
+    if not isinstance(summary, dict) or count != summary.get("num_images"):
+        print(f"note: {table} cannot be read ({reason}): unfinished work, {redo}", file=sys.stderr)
+        return None
+    return summary
 
 
 def format_table(summary: dict) -> str:

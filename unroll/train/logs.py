@@ -7,6 +7,8 @@ from pathlib import Path
 
 import jax
 
+from unroll import atomic
+
 
 class ScalarLog:
     """`resume_step`: the step training resumes from (0 for a fresh start). Lines after it (written
@@ -37,9 +39,7 @@ class ScalarLog:
             if isinstance(entry, dict) and entry.get("step", step + 1) <= step:
                 kept.append(line + "\n")
                 self._latest.update(entry)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(kept))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, "".join(kept))
 
     def latest(self, name: str, default=None):
         """The newest value of scalar `name` in the lines kept from an earlier run."""

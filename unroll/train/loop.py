@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import jax
 
-from unroll import data, plots
+from unroll import atomic, data, plots
 from unroll.checkpoint import Checkpoints
 from unroll.classical.warm import warm_start
 from unroll.config import Config, ConfigError
@@ -20,7 +19,7 @@ from unroll.models import registry
 from unroll.progress import Progress
 from unroll.train import distributed, workdir as workdir_lock
 from unroll.train.distributed import global_batch, make_mesh
-from unroll.train.evaluation import evaluate, make_eval_set
+from unroll.train.evaluation import evaluate, make_eval_set, read_report
 from unroll.train.logs import ScalarLog
 from unroll.train.state import init_state, make_optimizer
 from unroll.train.steps import make_predict, make_train_step
@@ -69,7 +68,7 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         print(f"resuming from step {step} in {checkpoints.root}", file=sys.stderr)
     workdir.mkdir(parents=True, exist_ok=True)
     if distributed.is_primary():
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        atomic.write_json(workdir / "config.json", config.to_dict())
 
     train_step = make_train_step(graphdef, config, tx, mesh)
     predict = make_predict(graphdef, config.bf16, warm_start(config))
@@ -127,14 +126,12 @@ def finished_or_train(config: Config, workdir, name: str = "") -> dict:
     """
     workdir = Path(workdir)
     name = name or str(workdir)
-    metrics_path = workdir / "metrics.json"
     total, _ = config.schedule(len(data.open_source(config.train_dir or None, channels=config.channels)),
                                jax.process_count())
-    if metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
-        if done.get("step") == total and done.get("train_seconds") is not None:
-            print(f"{name}: finished earlier, reusing {metrics_path}", file=sys.stderr)
-            return done
+    done = read_report(workdir, "training resumes from the newest checkpoint and evaluates again")
+    if done is not None and done.get("step") == total and done.get("train_seconds") is not None:
+        print(f"{name}: finished earlier, reusing {workdir / 'metrics.json'}", file=sys.stderr)
+        return done
     print(f"{name}: training {total} steps in {workdir}", file=sys.stderr)
     return train_and_evaluate(config, workdir)  # its evaluation writes metrics.json
 
