@@ -10,7 +10,7 @@ import importlib
 import pytest
 
 MODULES = ["unroll.ops", "unroll.fastmath", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
-           "unroll.multiscale", "unroll.nonblind", "unroll.inference.model", "unroll.datasets"]
+           "unroll.multiscale", "unroll.nonblind", "unroll.inference.model", "unroll.datasets", "unroll"]
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
