@@ -19,7 +19,7 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
     printed = capsys.readouterr().out
-    assert "(512, 512) uint8 (31, 31)" in printed  # gray uint8 in, gray uint8 out
+    assert "(303, 384) uint8 (31, 31)" in printed  # gray uint8 in, gray uint8 out
 
 
 def test_ci_runs_the_second_set_up_command():

@@ -204,8 +204,7 @@ def load(workdir, checkpoint: str = "best") -> Model:
     `checkpoint="best"` (the best evaluation; the newest save when none was evaluated yet) or
     "latest". Pass `model.config` on to evaluation or deblurring; no flagfile is needed.
 
-    >>> import unroll
-    >>> unroll.load("/nonexistent")
+    >>> load("/nonexistent")
     Traceback (most recent call last):
     ...
     unroll.checkpoint.CheckpointError: no checkpoint in /nonexistent: train there first (--mode=train)
