@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import prepare_data
@@ -103,24 +104,62 @@ def test_rsscn7_short_or_damaged_copies_are_refused(tmp_path):
     assert (good / "train" / "forest" / "e001.jpg").is_file()
 
 
+def _levin_arrays(rng):
+    """Small stand-ins for Levin's files: 8-bit sharp and blurred images, float64 kernels."""
+    sharp = {i: rng.integers(0, 256, (12, 12), dtype=np.uint8) for i in range(1, 5)}
+    kernels = {j: rng.random((3, 3)) for j in range(1, 9)}
+    blurred = {(i, j): rng.integers(0, 256, (12, 12), dtype=np.uint8) for i in sharp for j in kernels}
+    sums = {f"sharp/im{i}.png": _sha(a) for i, a in sharp.items()}
+    sums.update({f"kernels/kernel{j}.npy": _sha(k.astype("<f8")) for j, k in kernels.items()})
+    sums.update({f"blurred/im{i}_kernel{j}.png": _sha(a) for (i, j), a in blurred.items()})
+    return sharp, kernels, blurred, sums
+
+
+def _sha(array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def test_levin_files_are_found_by_name_and_checked(tmp_path):
+    from PIL import Image
+
+    sharp, kernels, blurred, sums = _levin_arrays(np.random.default_rng(0))
     download = tmp_path / "download" / "deep"
     download.mkdir(parents=True)
-    keys = ["sharp/im1.png", "kernels/kernel1.npy", "blurred/im1_kernel1.png"]
-    sums = {}
-    for key in keys:
-        content = f"content of {key}".encode()
-        (download / key.split("/")[1]).write_bytes(content)
-        sums[key] = hashlib.sha256(content).hexdigest()
-    source = prepare_data.Source(tmp_path / "download")
-    prepare_data.build_levin2009(source, tmp_path / "out", sums)
-    assert (tmp_path / "out" / "kernels" / "kernel1.npy").read_bytes() == b"content of kernels/kernel1.npy"
-    (download / "im1.png").write_bytes(b"changed")
+    for i, a in sharp.items():
+        Image.fromarray(a).save(download / f"im{i}.png")
+    for j, k in kernels.items():
+        np.save(download / f"kernel{j}.npy", k)
+    for (i, j), a in blurred.items():
+        Image.fromarray(a).save(download / f"im{i}_kernel{j}.png")
+    out = tmp_path / "out"
+    prepare_data.build_levin2009(prepare_data.Source(tmp_path / "download"), out, sums)
+    np.testing.assert_array_equal(np.load(out / "kernels" / "kernel5.npy"), kernels[5])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "blurred" / "im3_kernel2.png")), blurred[3, 2])
+    Image.fromarray(255 - sharp[1]).save(download / "im1.png")
     with pytest.raises(UsageError, match="im1.png .*SHA-256"):
         prepare_data.build_levin2009(prepare_data.Source(tmp_path / "download"), tmp_path / "out2", sums)
-    with pytest.raises(UsageError, match="44 files are missing"):
+    with pytest.raises(UsageError, match="is not the Levin"):  # the project's own checksums
         prepare_data.prepare("levin2009", tmp_path / "download", tmp_path / "data")
-    assert set(prepare_data.LEVIN_SHA256) >= set(keys) and len(prepare_data.LEVIN_SHA256) == 4 + 8 + 32
+    assert not (tmp_path / "data" / "levin2009").exists()
+    assert len(prepare_data.LEVIN_SHA256) == 4 + 8 + 32
+
+
+def test_levin_from_the_authors_matlab_files(tmp_path):
+    from PIL import Image
+    from scipy.io import savemat
+
+    sharp, kernels, blurred, sums = _levin_arrays(np.random.default_rng(1))
+    (tmp_path / "mat").mkdir()
+    for (i, j), y in blurred.items():  # images 5-8 and filters 1-8, values on [0, 1]
+        savemat(tmp_path / "mat" / f"im0{i + 4}_flit0{j}.mat",
+                {"x": sharp[i] / 255.0, "y": y / 255.0, "f": kernels[j]})
+    out = tmp_path / "out"
+    prepare_data.build_levin2009(prepare_data.Source(tmp_path / "mat"), out, sums)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "sharp" / "im2.png")), sharp[2])
+    np.testing.assert_array_equal(np.load(out / "kernels" / "kernel8.npy"), kernels[8])
+    (tmp_path / "mat" / "im05_flit03.mat").unlink()
+    with pytest.raises(UsageError, match="31 files"):
+        prepare_data.build_levin2009(prepare_data.Source(tmp_path / "mat"), tmp_path / "out2", sums)
 
 
 def test_commands_without_the_data_say_how_to_get_it_on_one_line(tmp_path):
