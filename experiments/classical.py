@@ -9,8 +9,8 @@ Levin et al. 2009 benchmark and on the built-in test samples.
    the unrolled iterations on synthetic pairs: `--tune_pairs` grayscale `--tune_patch`^2 crops of
    the built-in *training* images, blurred with random camera-shake (75 %) or Gaussian kernels of
    size `--kernel_size` plus noise of std `--noise`.
-2. Levin (`--levin_dir`; the default ../shared/data/levin2009 is resolved against the repository
-   root, i.e. it is shared/data/levin2009 in the folder that holds the repository): each of the 32
+2. Levin (`--levin_dir`; the default, the data set's name `levin2009`, is found by `unroll.datasets`,
+   under $UNROLL_DATA when set): each of the 32
    real blurred images (or `--levin_subset`) is deblurred with kernel size `--kernel_size` = 27 for
    every image (the largest of the eight kernels; the solver is not told the true size). The blurred
    images are the *correlation* of the sharp image with the stored kernel (README of the data), so
@@ -39,12 +39,11 @@ from absl import app, flags
 from experiments.common import UsageError, run_reporting_user_errors
 from unroll import atomic, hostmem
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_LEVIN = "../shared/data/levin2009"
+DEFAULT_LEVIN = "levin2009"
 
 flags.DEFINE_string("workdir", None, "output folder (created)")
 flags.DEFINE_string("levin_dir", DEFAULT_LEVIN, "Levin 2009 data (sharp/, kernels/, blurred/); the "
-                    "default is resolved relative to the repository root")
+                    "default, the data set's name, is found by unroll.datasets (UNROLL_DATA)")
 flags.DEFINE_list("levin_subset", [], "Levin images to use, e.g. im1_kernel1,im3_kernel5 (default: "
                   "all 32)")
 flags.DEFINE_integer("iterations", 20, "blind iterations per scale")
@@ -101,9 +100,9 @@ def shifted_scores(u, sharp, border: int, max_shift: int):
 
 
 def _levin_root() -> Path:
-    given = FLAGS.levin_dir
-    root = (REPO / given) if given == DEFAULT_LEVIN else Path(given).expanduser()
-    root = root.resolve()
+    from unroll import levin
+
+    root = levin.resolve_dir(FLAGS.levin_dir)
     for sub in ("sharp", "kernels", "blurred"):
         if not (root / sub).is_dir():
             raise UsageError(f"Levin data folder {root} has no {sub}/ (give --levin_dir=FOLDER with "

@@ -50,12 +50,12 @@ from absl import app, flags
 from experiments.common import UsageError, run_reporting_user_errors
 from unroll import atomic, hostmem
 
-DEFAULT_LEVIN = "../shared/data/levin2009"
+DEFAULT_LEVIN = "levin2009"
 
 flags.DEFINE_string("method", None, "input, known_kernel, classical or checkpoint:DIR")
 flags.DEFINE_string("workdir", None, "output folder (created)")
 flags.DEFINE_string("levin_dir", DEFAULT_LEVIN, "Levin 2009 data (sharp/, kernels/, blurred/); the "
-                    "default is resolved against the repository root")
+                    "default, the data set's name, is found by unroll.datasets (UNROLL_DATA)")
 flags.DEFINE_list("images", [], "a subset, e.g. im1_kernel1,im3_kernel5 (default: all 32)")
 flags.DEFINE_integer("kernel_size", 0, "classical: estimated kernel size (odd); 0 = the true size")
 flags.DEFINE_string("checkpoint", "best", "checkpoint:DIR: which checkpoint (best or latest)")

@@ -12,7 +12,8 @@ MATHS = ("unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "un
          "unroll.nonblind", "unroll.wavelets")
 ABOVE_MATHS = ("unroll.models", "unroll.data", "unroll.train", "unroll.inference", "unroll.studies",
                "unroll.classical", "unroll.checkpoint", "unroll.config", "unroll.losses",
-               "unroll.levin", "unroll.plots", "unroll.progress", "unroll.pretrained", "unroll.atomic")
+               "unroll.levin", "unroll.plots", "unroll.progress", "unroll.pretrained", "unroll.atomic",
+               "unroll.datasets")
 OUTSIDE = ("experiments", "benchmarks", "absl")
 
 # (modules the rule applies to, imports they must not make, why)

@@ -12,7 +12,8 @@ import pytest
 MODULES = ["unroll.ops", "unroll.fastmath", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
            "unroll.multiscale", "unroll.nonblind", "unroll.inference.model", "unroll.classical.layout",
            "unroll.classical.check", "unroll.classical.l0", "unroll.classical.warm", "unroll.wavelets",
-           "unroll.models.mgstnet", "unroll.models.priors", "unroll.models.registry", "unroll.atomic"]
+           "unroll.models.mgstnet", "unroll.models.priors", "unroll.models.registry", "unroll.atomic",
+           "unroll.datasets", "unroll"]
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -79,10 +79,17 @@ def test_bad_arguments_raise():
         levin.aligned_scores(x, x, crop=5, max_shift=5)
 
 
+def _levin_root_or_skip():
+    from unroll import datasets
+
+    try:
+        return datasets.levin2009()
+    except datasets.DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
 def test_loader_reads_the_benchmark_with_the_convolution_kernel():
-    root = levin.resolve_dir()
-    if not (root / "blurred").is_dir():
-        pytest.skip(f"no Levin data at {root}")
+    root = _levin_root_or_skip()
     ims = levin.load(names=["im2_kernel4"])
     (im,) = ims
     assert (im.image, im.kernel_index) == (2, 4)
@@ -101,8 +108,7 @@ def test_benchmark_runner_writes_scores_and_reuses_finished_methods(tmp_path):
     import subprocess
     import sys
 
-    if not (levin.resolve_dir() / "blurred").is_dir():
-        pytest.skip("no Levin data")
+    _levin_root_or_skip()
     root = levin.REPO
     cmd = [sys.executable, "-m", "experiments.levin", "--method=input", f"--workdir={tmp_path}",
            "--images=im1_kernel1,im3_kernel5"]

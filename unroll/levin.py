@@ -46,7 +46,7 @@ from jax import lax
 from unroll import metrics
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = "../shared/data/levin2009"  # relative to the repository root
+DEFAULT_DIR = "levin2009"  # the data set's name: found by `unroll.datasets.levin2009()`
 CROP = 15
 MAX_SHIFT = 5.0
 SHIFT_STEP = 0.25
@@ -174,9 +174,12 @@ NAMES = tuple(f"im{i}_kernel{j}" for i in range(1, 5) for j in range(1, 9))
 
 def resolve_dir(path: str | Path | None = None) -> Path:
     """The data folder: `path` as given (user-expanded; relative paths against the current folder),
-    except the default (None or `DEFAULT_DIR`), which is resolved against the repository root."""
+    except the default (None or `DEFAULT_DIR`), the prepared data set (`unroll.datasets.levin2009`,
+    which raises a one-line `DatasetNotFoundError` saying how to get it)."""
     if path is None or str(path) == DEFAULT_DIR:
-        return (REPO / DEFAULT_DIR).resolve()
+        from unroll import datasets
+
+        return datasets.levin2009().resolve()
     return Path(path).expanduser().resolve()
 
 

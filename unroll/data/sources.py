@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from unroll import datasets
 from unroll.data.images import (
     IMAGE_SUFFIXES,
     DataError,
@@ -363,13 +364,21 @@ class ConcatSource(_Source):
         return self._parts[part]._decode(original)
 
 
+def _dataset_folder(text: str) -> str:
+    """A data set's name (`rsscn7:train`, see `unroll.datasets`) -> its folder; a path unchanged."""
+    try:
+        return datasets.resolve(text)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
 def _open_list(text: str, channels: int, split: str, skip_bad: bool) -> ConcatSource:
     """Comma-separated folders (`builtin` = the built-in `split`) as one `ConcatSource`."""
     items = [item.strip() for item in text.split(",")]
     if "" in items:
         raise DataError(f"empty folder name in the comma-separated list {text!r}")
     parts = [open_source(item, channels=channels, split=split, skip_bad=skip_bad) for item in items]
-    tags = ["builtin" if item == "builtin" else Path(item).name for item in items]
+    tags = ["builtin" if item == "builtin" else Path(_dataset_folder(item)).name for item in items]
     return ConcatSource(parts, tags, root=text)
 
 
@@ -380,6 +389,8 @@ def open_source(source_or_dir=None, *, channels: int = 3, split: str = "train",
     is taken as a source already."""
     if source_or_dir is None or (isinstance(source_or_dir, str) and source_or_dir in ("", "builtin")):
         return builtin_samples(split, channels)
+    if isinstance(source_or_dir, str) and "," not in source_or_dir:
+        source_or_dir = _dataset_folder(source_or_dir)
     # A comma is a list separator unless a folder of that very name exists.
     if isinstance(source_or_dir, str) and "," in source_or_dir and not Path(source_or_dir).exists():
         return _open_list(source_or_dir, channels, split, skip_bad)

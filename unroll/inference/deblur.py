@@ -140,6 +140,8 @@ def _read(path: Path, channels: int):
     back); other files' alpha band kept apart to be passed through."""
     if not raster.is_tiff(path):  # decoded once; the alpha band is kept apart
         stored, alpha = data.images.load_stored(path)
+        if stored.ndim == 2 or stored.shape[-1] == 1 + alpha:  # gray: Model.deblur gives gray back
+            channels = 1
         image = data.images.stored_to_float(stored, path, channels, alpha)
         return image, None, (data.images.stored_to_float(stored[..., -1:], path, 1, False)[..., 0]
                              if alpha else None)
@@ -153,7 +155,7 @@ def _read(path: Path, channels: int):
         warnings.warn(f"{exc}; deblurring it as a plain image (a 16-bit TIFF without its tags)",
                       raster.RasterWarning, stacklevel=2)
         return image, None, None
-    if source.bands == channels:
+    if source.bands == channels or source.bands == 1:  # one band: Model.deblur gives one back
         return source.pixels, source, None
     if source.alpha and source.bands == channels + 1:  # the alpha band goes back out unchanged
         return source.pixels[..., :-1], source, source.pixels[..., -1]

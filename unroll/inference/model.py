@@ -91,9 +91,14 @@ class Model:
 
     def deblur(self, image, tile_size: int = 0, tile_overlap: int = 32, global_kernel: bool = False,
                progress: bool = False):
-        """Restore one image: `[H, W, C]` (or `[H, W]` for a one-band model) in [0, 1] ->
-        (restored, same shape, float32; kernel `[k, k]`, `[rows, cols, k, k]` per tile, or None for
-        a model that estimates none).
+        """Restore one image -> (restored, kernel).
+
+        `image`: an array `[H, W, C]` or `[H, W]`, or a PIL image. Floats are read as values in
+        [0, 1] and give float32; unsigned integers (uint8, uint16, ...) are scaled by their largest
+        value and the result is given back in their dtype and range. A gray image (`[H, W]` or
+        `[H, W, 1]`) gives a gray result of its shape, through the RGB network when the model is
+        RGB. `kernel` is `[k, k]`, `[rows, cols, k, k]` per tile, or None for a model that
+        estimates none. Non-finite values are a `ValueError`.
 
         `tile_size=T` runs overlapping T x T tiles blended smoothly (each tile its own kernel, or one
         kernel for the whole image with `global_kernel`); 0 runs the whole image at once.
@@ -102,26 +107,63 @@ class Model:
         >>> from unroll.config import Config
         >>> from unroll.models import registry
         >>> config = Config(stages=1, scales=1, kernel_rcabs=0, image_rcabs=0, features=4,
-        ...                 kernel_features=4, kernel_size=5, channels=1)
+        ...                 kernel_features=4, kernel_size=5, channels=3)
         >>> model = Model(config, *registry.build_split(config))  # untrained: unroll.load(workdir)
-        >>> restored, kernel = model.deblur(np.full((20, 24), 0.5, np.float32))
-        >>> restored.shape, kernel.shape, round(float(kernel.sum()), 4)
-        ((20, 24), (5, 5), 1.0)
+        >>> restored, kernel = model.deblur(np.full((20, 24, 3), 0.5, np.float32))
+        >>> restored.shape, restored.dtype, kernel.shape, round(float(kernel.sum()), 4)
+        ((20, 24, 3), dtype('float32'), (5, 5), 1.0)
+
+        Integer images come back in their own dtype and range; gray gives gray; PIL images work:
+
+        >>> model.deblur(np.full((20, 24, 3), 200, np.uint8))[0].dtype
+        dtype('uint8')
+        >>> model.deblur(np.full((20, 24), 40000, np.uint16))[0].shape
+        (20, 24)
+        >>> from PIL import Image
+        >>> model.deblur(Image.new("L", (24, 20), 128))[0].shape
+        (20, 24)
+        >>> model.deblur(np.full((20, 24), np.nan, np.float32))
+        Traceback (most recent call last):
+        ...
+        ValueError: the image has 480 non-finite values (NaN or infinity); deblur needs finite values
         """
+        image, alpha = _as_array(image)
+        dtype = image.dtype
+        if dtype == np.bool_:
+            image = image.astype(np.float32)
+        elif np.issubdtype(dtype, np.signedinteger) or not np.issubdtype(dtype, np.number):
+            raise ValueError(f"image dtype {dtype} is not supported: give floats in [0, 1] or "
+                             "unsigned integers (uint8, uint16)")
+        scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.unsignedinteger) else None
+        shape = image.shape
         image = np.asarray(image, np.float32)
-        squeeze = image.ndim == 2
-        if squeeze:
+        if scale is not None:
+            image = image / np.float32(scale)
+        elif not np.isfinite(image).all():
+            raise ValueError(f"the image has {int(np.size(image) - np.isfinite(image).sum())} "
+                             "non-finite values (NaN or infinity); deblur needs finite values")
+        if image.ndim == 2:
             image = image[:, :, None]
+        gray = image.ndim == 3 and image.shape[-1] == 1 and self.config.channels == 3
+        if gray:  # through the RGB network, averaged back to one band
+            image = np.repeat(image, 3, axis=-1)
         if image.ndim != 3 or image.shape[-1] != self.config.channels:
             raise ValueError(f"expected an image [H, W, {self.config.channels}]"
-                             + (" or [H, W]" if self.config.channels == 1 else "")
-                             + f", got {np.shape(image)}")
+                             + " or [H, W]" + (" or [H, W, 1]" if self.config.channels == 3 else "")
+                             + f", got {shape}")
         k = self.config.kernel_size
         if min(image.shape[:2]) < k:
             raise ValueError(f"image {image.shape[0]}x{image.shape[1]} is smaller than the "
                              f"{k}x{k} kernel")
         restored, kernel = self._deblur(image, tile_size, tile_overlap, global_kernel, progress)
-        return (restored[:, :, 0] if squeeze else restored), kernel
+        if gray:
+            restored = restored.mean(axis=-1, keepdims=True)
+        restored = restored.reshape(shape[:2] + restored.shape[2:] if len(shape) == 3 else shape[:2])
+        if scale is not None:
+            restored = np.rint(np.clip(restored, 0.0, 1.0) * scale).astype(dtype)
+        if alpha is not None:  # a PIL image's alpha band, passed through
+            restored = np.concatenate([restored, alpha], axis=-1)
+        return restored, kernel
 
     def tile_predictor(self, image, tile_size: int, global_kernel: bool = False):
         """(predict_tile for `tiling`, the global kernel [k, k] or None): each tile estimates its own
@@ -145,6 +187,22 @@ class Model:
         return result.image, result.kernels if kernel is None else kernel
 
 
+def _as_array(image):
+    """(array, alpha band [H, W, 1] or None): a PIL image as its samples (palette and other modes
+    as RGB, a trailing alpha band kept apart), anything else as `np.asarray`."""
+    if not (hasattr(image, "mode") and hasattr(image, "getbands")):
+        return np.asarray(image), None
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info
+                              else "RGB")
+    array = np.asarray(image)
+    if image.mode == "I":  # 32-bit integer samples hold 16-bit values (Pillow's 16-bit PNGs)
+        array = array.astype(np.uint16) if array.min() >= 0 and array.max() < 2 ** 16 else array
+    if image.mode in ("LA", "RGBA"):
+        return array[..., :-1], array[..., -1:]
+    return array, None
+
+
 def _image_and_kernel(spec, out):
     return spec.image(out), spec.kernel(out)
 
@@ -155,8 +213,7 @@ def load(workdir, checkpoint: str = "best") -> Model:
     `checkpoint="best"` (the best evaluation; the newest save when none was evaluated yet) or
     "latest". Pass `model.config` on to evaluation or deblurring; no flagfile is needed.
 
-    >>> import unroll
-    >>> unroll.load("/nonexistent")
+    >>> load("/nonexistent")
     Traceback (most recent call last):
     ...
     unroll.checkpoint.CheckpointError: no checkpoint in /nonexistent: train there first (--mode=train)
