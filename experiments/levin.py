@@ -3,6 +3,7 @@
     python -m experiments.levin --method=input --workdir=runs/levin
     python -m experiments.levin --method=known_kernel --workdir=runs/levin
     python -m experiments.levin --method=classical --workdir=runs/levin
+    python -m experiments.levin --method=classical_fallback --workdir=runs/levin
     python -m experiments.levin --method=checkpoint:runs/motion --workdir=runs/levin
     python -m experiments.levin --method=checkpoint:motion --workdir=runs/levin   # the shipped model
 
@@ -13,6 +14,9 @@ Methods:
   * `classical`: the classical blind solver (`unroll.classical.blind_deconvolve`), given the kernel
     size (`--kernel_size=0`: the true kernel's size, as the published methods are; otherwise one size
     for every image), then the same non-blind step with its kernel.
+  * `classical_fallback`: the same with its "never worse" fallback (`blind_deconvolve(...,
+    fallback=True)`: a restoration that `classical.check_restoration` flags is redone at smaller
+    kernel sizes, and in the end the blurred input is returned).
   * `checkpoint:DIR`: a trained network (`unroll.load(DIR)`; DIR may be a shipped model's name, e.g.
     `checkpoint:motion`), gray or RGB (the gray image is repeated over the channels and the output
     averaged back).
@@ -52,7 +56,7 @@ from unroll import atomic, hostmem
 
 DEFAULT_LEVIN = "levin2009"
 
-flags.DEFINE_string("method", None, "input, known_kernel, classical or checkpoint:DIR")
+flags.DEFINE_string("method", None, "input, known_kernel, classical, classical_fallback or checkpoint:DIR")
 flags.DEFINE_string("workdir", None, "output folder (created)")
 flags.DEFINE_string("levin_dir", DEFAULT_LEVIN, "Levin 2009 data (sharp/, kernels/, blurred/); the "
                     "default, the data set's name, is found by unroll.datasets (UNROLL_DATA)")
@@ -87,8 +91,8 @@ def method_folder(method: str) -> str:
 
 def _check_method(method):
     if not method:
-        raise UsageError("give --method=input|known_kernel|classical|checkpoint:DIR")
-    if method in ("input", "known_kernel", "classical"):
+        raise UsageError("give --method=input|known_kernel|classical|classical_fallback|checkpoint:DIR")
+    if method in ("input", "known_kernel", "classical", "classical_fallback"):
         return
     if method.startswith("checkpoint:"):
         from unroll import pretrained
@@ -100,7 +104,8 @@ def _check_method(method):
             raise UsageError(f"--method={method}: {d} is not a folder (nor a shipped model: "
                              f"{', '.join(pretrained.NAMES)})")
         return
-    raise UsageError(f"unknown --method={method!r} (input, known_kernel, classical or checkpoint:DIR)")
+    raise UsageError(f"unknown --method={method!r} (input, known_kernel, classical, classical_fallback "
+                     "or checkpoint:DIR)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ def run_known_kernel(images):
     return out
 
 
-def run_classical(images, kernel_size):
+def run_classical(images, kernel_size, fallback: bool = False):
     import numpy as np
 
     from unroll import classical
@@ -137,7 +142,7 @@ def run_classical(images, kernel_size):
     for k, idx in groups.items():  # one batch (and one compilation) per kernel size
         g = np.stack([images[n].blurred for n in idx])
         t0 = time.time()
-        u, h = classical.blind_deconvolve(g, k)
+        u, h = classical.blind_deconvolve(g, k, fallback=fallback, layout="NHW")
         u, h = np.asarray(u), np.asarray(h)
         seconds = (time.time() - t0) / len(idx)
         for m, n in enumerate(idx):
@@ -197,7 +202,7 @@ def score(images, results, ref_ssd, method):
         if h is None:
             ratio, mnc = float("nan"), float("nan")
         else:
-            if method in ("known_kernel", "classical"):  # their output is the non-blind result
+            if method in ("known_kernel", "classical", "classical_fallback"):  # the non-blind result
                 ssd = s.ssd
             else:
                 ssd = levin.aligned_scores(
@@ -281,7 +286,7 @@ def run(argv):
     out = workdir / method_folder(method)
     config = {"method": method, "images": [im.name for im in images],
               "levin_dir": str(levin.resolve_dir(FLAGS.levin_dir))}
-    if method == "classical":
+    if method in ("classical", "classical_fallback"):
         config["kernel_size"] = FLAGS.kernel_size
     if method.startswith("checkpoint:"):
         config["checkpoint"] = FLAGS.checkpoint
@@ -301,8 +306,8 @@ def run(argv):
         results = run_input(images)
     elif method == "known_kernel":
         results = run_known_kernel(images)
-    elif method == "classical":
-        results = run_classical(images, FLAGS.kernel_size)
+    elif method in ("classical", "classical_fallback"):
+        results = run_classical(images, FLAGS.kernel_size, fallback=method == "classical_fallback")
     else:
         results = run_checkpoint(images, method.split(":", 1)[1], FLAGS.checkpoint)
     results = [(np.clip(np.asarray(u, np.float32), 0, 1), h, t) for u, h, t in results]

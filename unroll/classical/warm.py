@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from unroll import kernels
+from unroll.classical import layout
 from unroll.classical.l0 import DEFAULTS, L0Params, estimate_kernel
-
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as the data pipeline's gray images
 
 
 def luminance(g) -> np.ndarray:
@@ -23,7 +22,7 @@ def luminance(g) -> np.ndarray:
     g = np.asarray(g, np.float32)
     if g.ndim != 4:
         raise ValueError(f"expected images [N, H, W, C], got shape {g.shape}")
-    return g @ LUMA if g.shape[-1] == 3 else g.mean(axis=-1)
+    return np.asarray(layout.luminance(g))
 
 
 def initial_kernels(g, kernel_size: int, params: L0Params = DEFAULTS) -> np.ndarray:
@@ -39,7 +38,7 @@ def initial_kernels(g, kernel_size: int, params: L0Params = DEFAULTS) -> np.ndar
     uniform = np.broadcast_to(kernels.uniform(kernel_size), (n, kernel_size, kernel_size))
     if 2 * kernel_size > min(height, width):
         return np.array(uniform)
-    h = np.asarray(estimate_kernel(gray, kernel_size, params), np.float32)
+    h = np.asarray(estimate_kernel(gray, kernel_size, params, layout="NHW"), np.float32)
     ok = np.all(np.isfinite(h), axis=(1, 2)) & (np.abs(h.sum(axis=(1, 2)) - 1) < 1e-3)
     return np.where(ok[:, None, None], h, uniform).astype(np.float32)
 
