@@ -313,7 +313,7 @@ def _estimate_gray(gray, kernel_size: int, params: L0Params):
 
 
 def estimate_kernel(g, kernel_size: int, params: L0Params = DEFAULTS, *, layout: str | None = None):
-    """Blind kernel estimate: one `kernel_size`^2 kernel per image, from the luminance of a colour
+    """Blind kernel estimate: one `kernel_size` x `kernel_size` kernel per image, from the luminance of a colour
     image (the band mean for C != 3). `g` and `layout` as in `blind_deconvolve`; returns [k, k] for
     a single image ([H, W] or [H, W, C]), [N, k, k] for a batch."""
     g4, layout = as_batch(g, layout)
