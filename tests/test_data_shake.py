@@ -5,6 +5,7 @@ are exactly those of the pipeline before they existed."""
 import numpy as np
 import pytest
 from test_data import _paired_folder, _random_folder
+from test_data_options import _take, _train as _train_options
 
 from unroll import data, kernels
 from unroll.config import Config, ConfigError
@@ -13,13 +14,7 @@ from unroll.data.pipeline import _dihedral, _random_crop
 
 
 def _train(source, **kw):
-    args = dict(patch_size=16, batch_size=4, kernel_size=5, process_index=0, process_count=1)
-    args.update(kw)
-    return data.make_train_dataset(source, **args)
-
-
-def _take(it, n):
-    return [next(it) for _ in range(n)]
+    return _train_options(source, **{"kernel_size": 5, **kw})
 
 
 def _reference_transform(image, rng, patch, kernel_size, sigma_range, noise, motion_prob):
