@@ -9,20 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from unroll import kernels
-from unroll.classical import layout
 from unroll.classical.l0 import DEFAULTS, L0Params, estimate_kernel
-
-
-def luminance(g) -> np.ndarray:
-    """`[N, H, W, C]` -> `[N, H, W]`: BT.601 luminance of RGB, the band mean otherwise.
-
-    >>> luminance(np.ones((1, 2, 2, 3), np.float32)).shape
-    (1, 2, 2)
-    """
-    g = np.asarray(g, np.float32)
-    if g.ndim != 4:
-        raise ValueError(f"expected images [N, H, W, C], got shape {g.shape}")
-    return np.asarray(layout.luminance(g))
 
 
 def initial_kernels(g, kernel_size: int, params: L0Params = DEFAULTS) -> np.ndarray:
@@ -33,12 +20,14 @@ def initial_kernels(g, kernel_size: int, params: L0Params = DEFAULTS) -> np.ndar
     >>> h0.shape, bool(np.allclose(h0, 1 / 225))
     ((2, 15, 15), True)
     """
-    gray = luminance(g)
-    n, height, width = gray.shape
+    g = np.asarray(g, np.float32)
+    if g.ndim != 4:
+        raise ValueError(f"expected images [N, H, W, C], got shape {g.shape}")
+    n, height, width = g.shape[:3]
     uniform = np.broadcast_to(kernels.uniform(kernel_size), (n, kernel_size, kernel_size))
     if 2 * kernel_size > min(height, width):
         return np.array(uniform)
-    h = np.asarray(estimate_kernel(gray, kernel_size, params, layout="NHW"), np.float32)
+    h = np.asarray(estimate_kernel(g, kernel_size, params, layout="NHWC"), np.float32)  # luminance
     ok = np.all(np.isfinite(h), axis=(1, 2)) & (np.abs(h.sum(axis=(1, 2)) - 1) < 1e-3)
     return np.where(ok[:, None, None], h, uniform).astype(np.float32)
 
