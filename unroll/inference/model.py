@@ -3,6 +3,7 @@ checkpoint (no flagfile, no optimiser), and `Model.deblur` restores one image of
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from unroll import noise as noise_estimator
 from unroll.checkpoint import CheckpointError, Checkpoints
 from unroll.classical.warm import warm_start
 from unroll.config import Config, ConfigError
@@ -18,6 +20,9 @@ from unroll.models import registry
 from unroll.models.mgstnet import MGSTNet
 
 GLOBAL_KERNEL_CROPS = 4
+# `Model.check_noise`: outside the training range by more than (25 % of the bound + 0.002).
+NOISE_MARGIN = (0.25, 0.002)
+SCENE_NOISE_SIDE = 2048  # `scene_noise` reads at most this central crop of a stored scene
 
 
 def image_path(model: MGSTNet, g, stage_kernels):
@@ -52,45 +57,99 @@ class Model:
         self.is_mgstnet = config.model == "mgstnet"
         # h_0 from the classical solver (a warm start), or None: the network's own uniform h_0.
         self._initial_kernels = warm_start(config) if self.is_mgstnet else None
-        self._apply = jax.jit(lambda p, g, *h0: nnx.merge(graphdef, p)(g, *h0))
+        # Noise-conditional MGSTNet takes the noise std as `sigma` (None: it estimates it itself).
+        self.noise_conditional = bool(getattr(config, "noise_conditional", False))
+        net = lambda p: nnx.merge(graphdef, p)  # noqa: E731
+        self._apply = jax.jit(lambda p, g, h0=None, sigma=None: _run(net(p), g, h0, sigma))
         # Only the image and kernel leave the device (not every stage's intermediates).
-        self._predict = jax.jit(lambda p, g, *h0: _image_and_kernel(spec, nnx.merge(graphdef, p)(g, *h0)))
-        self._stage_kernels = jax.jit(lambda p, g, *h0: tuple(nnx.merge(graphdef, p)(g, *h0).kernels))
-        self._image_path = jax.jit(lambda p, g, ks: image_path(nnx.merge(graphdef, p), g, ks))
+        self._predict = jax.jit(
+            lambda p, g, h0=None, sigma=None: _image_and_kernel(spec, _run(net(p), g, h0, sigma)))
+        self._stage_kernels = jax.jit(
+            lambda p, g, h0=None, sigma=None: tuple(_run(net(p), g, h0, sigma).kernels))
+        self._image_path = jax.jit(lambda p, g, ks: image_path(net(p), g, ks))
 
     @property
     def module(self) -> nnx.Module:
         return nnx.merge(self.graphdef, self.params)
 
-    def initial_kernels(self, g) -> tuple:
-        """`()` for the network's own h_0, or `(h_0 [N, k, k],)` from the classical solver when the
+    def initial_kernels(self, g):
+        """None for the network's own h_0, or h_0 `[N, k, k]` from the classical solver when the
         configuration asks for a warm start (`kernel_init="classical"`)."""
         if self._initial_kernels is None:
-            return ()
-        return (jnp.asarray(self._initial_kernels(np.asarray(g, np.float32))),)
+            return None
+        return jnp.asarray(self._initial_kernels(np.asarray(g, np.float32)))
 
-    def __call__(self, g):
-        """The network's full output on a batch `g [N, H, W, C]` (per-stage results for MGSTNet)."""
-        return self._apply(self.params, jnp.asarray(g), *self.initial_kernels(g))
+    def sigma(self, noise: float | None, count: int = 1):
+        """What the network gets as `sigma` for `count` images of noise std `noise`: `[count]` for a
+        noise-conditional model given a noise, else None (unconditional, or the network estimates
+        it). Negative or non-finite `noise` is a `ValueError`."""
+        noise = check_noise_value(noise)
+        if noise is None or not self.noise_conditional:
+            return None
+        return jnp.full((count,), noise, jnp.float32)
 
-    def predict(self, image):
-        """`[1, H, W, C]` -> (restored [1, H, W, C], kernel [1, k, k] or None), on the device."""
-        return self._predict(self.params, jnp.asarray(image), *self.initial_kernels(image))
+    def noise_range(self) -> tuple[float, float]:
+        """(low, high): the noise std range the model was trained on, `[noise, max(noise, noise_max)]`
+        of its configuration (a fixed std when `noise_max` is 0)."""
+        low = float(self.config.noise)
+        return low, max(low, float(self.config.noise_max))
 
-    def global_kernels(self, image: np.ndarray, tile: int, crops: int = GLOBAL_KERNEL_CROPS):
+    def check_noise(self, sigma: float) -> str | None:
+        """A one-line warning when the noise std `sigma` lies outside `noise_range()` by more than a
+        margin, else None. The margin (25 % of the bound plus 0.002, `NOISE_MARGIN`) leaves room
+        for the estimator's error (`unroll.noise`: a few per cent, and texture read as a little
+        noise on clean images) and for the slack any trained network has near its range.
+
+        >>> import numpy as np
+        >>> from unroll.config import Config
+        >>> from unroll.models import registry
+        >>> config = Config(stages=1, scales=1, kernel_rcabs=0, image_rcabs=0, features=4,
+        ...                 kernel_features=4, kernel_size=5, noise=0.001)
+        >>> model = Model(config, *registry.build_split(config))
+        >>> model.noise_range(), model.check_noise(0.003)
+        ((0.001, 0.001), None)
+        >>> print(model.check_noise(0.05))
+        noise 0.0500 is above this model's training range [0.0010, 0.0010]: expect noise or artefacts
+        """
+        low, high = self.noise_range()
+        relative, absolute = NOISE_MARGIN
+        if sigma > high * (1 + relative) + absolute:
+            where, effect = "above", "noise or artefacts"
+        elif sigma < low / (1 + relative) - absolute:
+            where, effect = "below", "oversmoothed detail"
+        else:
+            return None
+        return (f"noise {sigma:.4f} is {where} this model's training range [{low:.4f}, {high:.4f}]: "
+                f"expect {effect}")
+
+    def __call__(self, g, noise: float | None = None):
+        """The network's full output on a batch `g [N, H, W, C]` (per-stage results for MGSTNet);
+        `noise` as in `deblur`."""
+        g = jnp.asarray(g)
+        return self._apply(self.params, g, self.initial_kernels(g), self.sigma(noise, g.shape[0]))
+
+    def predict(self, image, noise: float | None = None):
+        """`[1, H, W, C]` -> (restored [1, H, W, C], kernel [1, k, k] or None), on the device;
+        `noise` as in `deblur`."""
+        image = jnp.asarray(image)
+        return self._predict(self.params, image, self.initial_kernels(image),
+                             self.sigma(noise, image.shape[0]))
+
+    def global_kernels(self, image: np.ndarray, tile: int, crops: int = GLOBAL_KERNEL_CROPS,
+                       noise: float | None = None):
         """Per-stage kernels `[stages][1, k, k]` averaged over the `crops` most textured tiles (an
-        average of nonnegative kernels that sum to one is again one)."""
+        average of nonnegative kernels that sum to one is again one); `noise` as in `deblur`."""
         totals = None
         positions = tiling.texture_crops(image, tile, crops)
         for top, left in positions:
             crop = jnp.asarray(tiling.crop_tile(image, top, left, tile))
-            ks = [np.asarray(k, np.float64)
-                  for k in self._stage_kernels(self.params, crop, *self.initial_kernels(crop))]
+            ks = [np.asarray(k, np.float64) for k in self._stage_kernels(
+                self.params, crop, self.initial_kernels(crop), self.sigma(noise))]
             totals = ks if totals is None else [t + k for t, k in zip(totals, ks)]
         return tuple(jnp.asarray(t / len(positions), jnp.float32) for t in totals)
 
     def deblur(self, image, tile_size: int = 0, tile_overlap: int = 32, global_kernel: bool = False,
-               progress: bool = False):
+               progress: bool = False, noise: float | None = None):
         """Restore one image -> (restored, kernel).
 
         `image`: an array `[H, W, C]` or `[H, W]`, or a PIL image. Floats are read as values in
@@ -102,6 +161,12 @@ class Model:
 
         `tile_size=T` runs overlapping T x T tiles blended smoothly (each tile its own kernel, or one
         kernel for the whole image with `global_kernel`); 0 runs the whole image at once.
+
+        `noise`: the image's noise std on the [0, 1] scale (integer images too), if known. A
+        noise-conditional model (`noise_conditional`) gets it as `sigma`; with None it estimates it
+        (`unroll.noise`): the network itself on a whole image, once on the whole scene for tiles,
+        so that every tile gets the same. An unconditional model ignores it (`check_noise` tells
+        whether it fits the model's training range). Negative or non-finite noise is a `ValueError`.
 
         >>> import numpy as np
         >>> from unroll.config import Config
@@ -122,11 +187,14 @@ class Model:
         >>> from PIL import Image
         >>> model.deblur(Image.new("L", (24, 20), 128))[0].shape
         (20, 24)
+        >>> model.deblur(np.full((20, 24, 3), 0.5, np.float32), noise=0.01)[0].shape
+        (20, 24, 3)
         >>> model.deblur(np.full((20, 24), np.nan, np.float32))
         Traceback (most recent call last):
         ...
         ValueError: the image has 480 non-finite values (NaN or infinity); deblur needs finite values
         """
+        noise = check_noise_value(noise)
         image, alpha = _as_array(image)
         dtype = image.dtype
         if dtype == np.bool_:
@@ -155,7 +223,7 @@ class Model:
         if min(image.shape[:2]) < k:
             raise ValueError(f"image {image.shape[0]}x{image.shape[1]} is smaller than the "
                              f"{k}x{k} kernel")
-        restored, kernel = self._deblur(image, tile_size, tile_overlap, global_kernel, progress)
+        restored, kernel = self._deblur(image, tile_size, tile_overlap, global_kernel, progress, noise)
         if gray:
             restored = restored.mean(axis=-1, keepdims=True)
         restored = restored.reshape(shape[:2] + restored.shape[2:] if len(shape) == 3 else shape[:2])
@@ -165,26 +233,60 @@ class Model:
             restored = np.concatenate([restored, alpha], axis=-1)
         return restored, kernel
 
-    def tile_predictor(self, image, tile_size: int, global_kernel: bool = False):
+    def tile_predictor(self, image, tile_size: int, global_kernel: bool = False,
+                       noise: float | None = None):
         """(predict_tile for `tiling`, the global kernel [k, k] or None): each tile estimates its own
         kernel, or with `global_kernel` every tile runs MGSTNet's image path with per-stage kernels
-        estimated on the most textured tiles of `image` (an array or windows)."""
+        estimated on the most textured tiles of `image` (an array or windows). A noise-conditional
+        model given no `noise` gets the scene's (`scene_noise`), the same for every tile."""
+        noise = check_noise_value(noise)
+        if self.noise_conditional and noise is None:
+            noise = scene_noise(image)
         if not global_kernel:
-            return self.predict, None
+            return (lambda t: self.predict(t, noise)), None
         if not self.is_mgstnet:
             raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
                               f"(mgstnet), not {self.config.model}")
-        kernels = self.global_kernels(image, tile_size)
+        kernels = self.global_kernels(image, tile_size, noise=noise)
+        # TODO(issue 34): image_path takes no sigma yet; a noise-conditional image path needs it.
         return (lambda t: (self._image_path(self.params, jnp.asarray(t), kernels), None),
                 np.asarray(kernels[-1][0]))
 
-    def _deblur(self, image, tile_size, tile_overlap, global_kernel, progress):
+    def _deblur(self, image, tile_size, tile_overlap, global_kernel, progress, noise):
         if not tile_size:
-            restored, kernel = self.predict(image[None])
+            restored, kernel = self.predict(image[None], noise)
             return np.asarray(restored[0]), None if kernel is None else np.asarray(kernel[0])
-        predict_tile, kernel = self.tile_predictor(image, tile_size, global_kernel)
+        predict_tile, kernel = self.tile_predictor(image, tile_size, global_kernel, noise)
         result = tiling.deblur_tiled(predict_tile, image, tile_size, tile_overlap, progress=progress)
         return result.image, result.kernels if kernel is None else kernel
+
+
+def check_noise_value(noise):
+    """`noise` as a float (None stays None); a negative or non-finite one is a one-line `ValueError`."""
+    if noise is None:
+        return None
+    value = float(noise)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"noise must be a finite standard deviation >= 0 on the [0, 1] scale, "
+                         f"got {noise}")
+    return value
+
+
+def scene_noise(image, max_side: int = SCENE_NOISE_SIDE) -> float:
+    """The noise std of a whole scene (`unroll.noise.estimate`): an array `[H, W, C]`, or windows
+    of a stored scene (`tiling.ImageWindows`), of which a central crop of at most `max_side`
+    pixels a side is read (the estimator samples at most `noise.MAX_PATCHES` patches anyway)."""
+    if isinstance(image, np.ndarray):
+        return noise_estimator.estimate(image)
+    height, width = image.shape[:2]
+    top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+    return noise_estimator.estimate(image[top:top + max_side, left:left + max_side])
+
+
+def _run(net, g, h0, sigma):
+    """`net(g)` with MGSTNet's optional inputs h_0 and sigma where given (other models take `g` alone)."""
+    args = () if h0 is None else (h0,)
+    return net(g, *args) if sigma is None else net(g, *args, sigma=sigma)
 
 
 def _as_array(image):
