@@ -4,6 +4,7 @@
     python -m experiments.mgstnet --workdir=DIR --mode=eval
     python -m experiments.mgstnet --workdir=DIR --mode=deblur --input=photo.png,folder/
     python -m experiments.mgstnet --pretrained=aerial --mode=deblur --input=scene.tif --output_dir=out/
+    python -m experiments.mgstnet --workdir=DIR --mode=eval --noise_levels=0,0.005,0.01,0.02
 
 `train` resumes from DIR's newest checkpoint when there is one and ends with an evaluation.
 `eval` evaluates DIR's checkpoint and `deblur` writes deblurred images and estimated kernels; both
@@ -12,6 +13,10 @@ explicitly still apply, and one that contradicts the checkpoint's network is ref
 `--pretrained=aerial|motion` uses a model shipped with the package instead of a workdir (eval prints
 its table, and writes its report only where --workdir is given; deblur writes to --output_dir,
 default ./deblurred).
+Deblur prints one line per input with its noise std (estimated, or --image_noise) and a warning when
+it lies outside the model's training range (--noise to --noise_max); a noise-conditional model gets
+it as its input. Eval with --noise_levels also scores the test set at each of those noise stds (the
+same blurred scenes otherwise) and writes the table to DIR/eval/noise_levels.{json,md}.
 Every field of `unroll.config.Config` is a flag of the same name.
 
 Several processes (hosts, GPUs): run the same command on each with --coordinator_address,
@@ -50,6 +55,13 @@ flags.DEFINE_integer("tile_size", 0, "deblur: process in overlapping tiles of th
 flags.DEFINE_integer("tile_overlap", 32, "deblur: overlap between neighbouring tiles, pixels")
 flags.DEFINE_bool("global_kernel", False, "deblur with tiles: one kernel for the whole scene, "
                   "estimated on its most textured tiles")
+flags.DEFINE_float("image_noise", -1.0, "deblur: the inputs' noise std on the [0, 1] scale (-1: "
+                   "estimated per input); a noise-conditional model gets it, and every input's line "
+                   "warns when it lies outside the model's training range (--noise is that range)")
+if "noise_levels" not in FLAGS:  # experiments.compare has its own (read here only when given)
+    flags.DEFINE_list("noise_levels", [], "eval: also evaluate at each of these noise stds (e.g. "
+                      "0,0.005,0.01), the same blurred images otherwise; writes "
+                      "eval/noise_levels.{json,md}")
 flags.DEFINE_bool("distributed", False,
                   "multi-process run: jax.distributed.initialize() with cluster auto-detection")
 flags.DEFINE_string("coordinator_address", "", "multi-process run: HOST:PORT of process 0")
@@ -87,13 +99,49 @@ def _pretrained_config():
     return config
 
 
+def _noise_levels() -> list[float]:
+    """--noise_levels as floats (empty unless given), each a finite std >= 0."""
+    if not FLAGS["noise_levels"].present:
+        return []
+    if FLAGS.mode != "eval":
+        raise ConfigError("--noise_levels is for --mode=eval")
+    try:
+        levels = [float(level) for level in FLAGS.noise_levels]
+    except ValueError:
+        raise ConfigError(f"--noise_levels={','.join(FLAGS.noise_levels)}: expected numbers, e.g. "
+                          "--noise_levels=0,0.005,0.01") from None
+    bad = [level for level in levels if not 0 <= level < float("inf")]
+    if bad or not levels:
+        raise ConfigError(f"--noise_levels={','.join(FLAGS.noise_levels)}: each must be a noise std "
+                          ">= 0 on the [0, 1] scale")
+    return levels
+
+
+def _image_noise(saved, config) -> float | None:
+    """--image_noise for deblur (None: estimate per input). --noise and --noise_max describe the
+    training data, so in deblur mode they may not differ from the checkpoint's (they set the range
+    the inputs' noise is checked against)."""
+    for name in ("noise", "noise_max"):
+        if getattr(config, name) != getattr(saved, name):
+            raise ConfigError(f"--{name}={getattr(config, name)} is the noise the model was trained "
+                              f"with ({getattr(saved, name)}); give the inputs' noise std as "
+                              "--image_noise")
+    if FLAGS.image_noise == -1:
+        return None
+    if not 0 <= FLAGS.image_noise < float("inf"):
+        raise ConfigError(f"--image_noise={FLAGS.image_noise}: must be a noise std >= 0 on the "
+                          "[0, 1] scale, or -1 to estimate it per input")
+    return FLAGS.image_noise
+
+
 def run(argv):
     no_positional_arguments(argv)
+    levels = _noise_levels()
     if FLAGS.pretrained and FLAGS.mode == "train":
         raise ConfigError("--pretrained is for --mode=eval or --mode=deblur (training starts from a "
                           "fresh network in --workdir)")
     if FLAGS.pretrained:
-        _run_pretrained()
+        _run_pretrained(levels)
         return
     if FLAGS.mode == "train":
         config = config_from_flags().validate()
@@ -115,7 +163,7 @@ def run(argv):
     if FLAGS.mode == "eval":
         from unroll import train
 
-        train.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
+        train.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, noise_levels=levels)
         return
     if not FLAGS.input:
         raise ConfigError("--mode=deblur needs --input=FILE[,FILE...] (files, folders or globs)")
@@ -123,29 +171,34 @@ def run(argv):
     from unroll.inference import deblur
 
     model = unroll.load(workdir, FLAGS.checkpoint)
+    noise = _image_noise(model.config, config)
     model.config = config  # the explicit flags that do not change the network (e.g. --bf16)
     deblur.deblur_files(model, FLAGS.input, FLAGS.output_dir or workdir / "deblurred",
                         overwrite=FLAGS.overwrite, tile_size=FLAGS.tile_size,
-                        tile_overlap=FLAGS.tile_overlap, global_kernel=FLAGS.global_kernel)
+                        tile_overlap=FLAGS.tile_overlap, global_kernel=FLAGS.global_kernel,
+                        noise=noise)
 
 
-def _run_pretrained():
+def _run_pretrained(levels):
     from unroll import pretrained
 
     config = _pretrained_config()
     model = pretrained.load(FLAGS.pretrained)
+    noise = _image_noise(model.config, config) if FLAGS.mode == "deblur" else None
     model.config = config
     workdir = Path(FLAGS.workdir) if FLAGS["workdir"].present else None
     if FLAGS.mode == "eval":
         from unroll.classical.warm import warm_start
-        from unroll.train.evaluation import evaluate, format_table, make_eval_set
+        from unroll.train.evaluation import evaluate, evaluate_noise_levels, format_table, make_eval_set
         from unroll.train.steps import make_predict
 
-        results = evaluate(make_predict(model.graphdef, config.bf16, warm_start(config)), model.params,
-                           make_eval_set(config),
+        predict = make_predict(model.graphdef, config.bf16, warm_start(config))
+        results = evaluate(predict, model.params, make_eval_set(config),
                            config, out_dir=workdir, extra={"pretrained": FLAGS.pretrained})
         if workdir is None:
             print(format_table(results))
+        if levels:
+            evaluate_noise_levels(predict, model.params, config, levels, out_dir=workdir)
         return
     if not FLAGS.input:
         raise ConfigError("--mode=deblur needs --input=FILE[,FILE...] (files, folders or globs)")
@@ -154,7 +207,7 @@ def _run_pretrained():
     output_dir = FLAGS.output_dir or (workdir / "deblurred" if workdir else Path("deblurred"))
     deblur.deblur_files(model, FLAGS.input, output_dir, overwrite=FLAGS.overwrite,
                         tile_size=FLAGS.tile_size, tile_overlap=FLAGS.tile_overlap,
-                        global_kernel=FLAGS.global_kernel)
+                        global_kernel=FLAGS.global_kernel, noise=noise)
 
 
 def main(argv):

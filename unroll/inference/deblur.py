@@ -50,7 +50,7 @@ from unroll import atomic, data, plots
 from unroll.config import Config, ConfigError
 from unroll.data import raster
 from unroll.inference import tiling
-from unroll.inference.model import Model
+from unroll.inference.model import Model, check_noise_value, scene_noise
 from unroll.models import registry
 
 # Forward-pass memory per pixel and per feature of the image prior. XLA's buffer assignment
@@ -208,14 +208,16 @@ def _windows_supported(path: Path, channels: int) -> bool:
 
 
 def _deblur_streamed(model: Model, path: Path, out_image: Path, tile: int, overlap: int,
-                     global_kernel: bool):
+                     global_kernel: bool, noise: float | None):
     """Tiled deblurring from stored samples to the output file, a band of tile rows at a time:
-    the host holds the stored input, one band, and (PNG output) the 8-bit result."""
+    the host holds the stored input, one band, and (PNG output) the 8-bit result. Returns
+    (kernels, the noise used): `noise`, or the scene's estimate when None."""
     opened = _windows(path, model.config.channels)
     if opened is None:
         return NotImplemented
     windows, source, stored, alpha = opened
-    predict_tile, global_k = model.tile_predictor(windows, tile, global_kernel)
+    noise = scene_noise(windows) if noise is None else noise
+    predict_tile, global_k = model.tile_predictor(windows, tile, global_kernel, noise)
     kernels: list = []
     bands = tiling.tiled_bands(predict_tile, windows, tile, overlap, progress=True, kernels=kernels)
     if source is not None:
@@ -231,11 +233,11 @@ def _deblur_streamed(model: Model, path: Path, out_image: Path, tile: int, overl
                 out[rows, :, channels] = np.rint(a[..., 0] * 255)
         data.save_image(out_image, out, mark=True)
     if global_k is not None:
-        return global_k
+        return global_k, noise
     rows = tiling.tile_positions(windows.shape[0], tile, overlap)
     if kernels[0] is None:
-        return None
-    return np.stack(kernels).reshape(len(rows), -1, *kernels[0].shape)
+        return None, noise
+    return np.stack(kernels).reshape(len(rows), -1, *kernels[0].shape), noise
 
 
 def kernel_mosaic(kernels: np.ndarray) -> np.ndarray:
@@ -360,8 +362,13 @@ def _check_input(config: Config, path: Path, tile_size: int, available: int) -> 
 
 
 def deblur_files(model: Model, inputs, output_dir, overwrite: bool = False, tile_size: int = 0,
-                 tile_overlap: int = 32, global_kernel: bool = False) -> list[Path]:
+                 tile_overlap: int = 32, global_kernel: bool = False,
+                 noise: float | None = None) -> list[Path]:
     """Deblur user images with a loaded `model` (`unroll.load`; see the module docstring).
+
+    `noise`: the inputs' noise std on the [0, 1] scale, or None to estimate it per input
+    (`unroll.noise`); see `Model.deblur`. Each input's line names the noise used and warns when it
+    lies outside the model's training range.
 
     Every input is checked (bands, size, memory) and the outputs are checked (see the module
     docstring) before anything is computed or written. Returns every input's deblurred image,
@@ -369,6 +376,7 @@ def deblur_files(model: Model, inputs, output_dir, overwrite: bool = False, tile
     """
     config = model.config
     _check_options(config, tile_size, tile_overlap)
+    noise = check_noise_value(noise)
     output_dir = Path(output_dir)
     targets = _targets(input_files(inputs), output_dir)
     available = available_memory()
@@ -389,7 +397,7 @@ def deblur_files(model: Model, inputs, output_dir, overwrite: bool = False, tile
         done = 0
         for target in todo:
             try:
-                _deblur_one(model, *target, tiles[target], tile_overlap, global_kernel)
+                _deblur_one(model, *target, tiles[target], tile_overlap, global_kernel, noise)
             except atomic.WriteError as exc:
                 raise atomic.WriteError(f"{exc}; the {finished + done} input(s) finished before it "
                                         "are kept: rerun the command to finish") from None
@@ -398,21 +406,29 @@ def deblur_files(model: Model, inputs, output_dir, overwrite: bool = False, tile
 
 
 def _deblur_one(model: Model, path: Path, out_image: Path, out_kernel: Path, tile: int,
-                tile_overlap: int, global_kernel: bool):
-    """Deblur one input and write its outputs (each atomically; the kernel after the image)."""
+                tile_overlap: int, global_kernel: bool, noise: float | None):
+    """Deblur one input and write its outputs (each atomically; the kernel after the image); one
+    line on stderr names them with the noise std used (given, or estimated on the scene) and, when
+    it lies outside the model's training range, a warning (`Model.check_noise`)."""
     config = model.config
     overlap = min(tile_overlap, tile // 2)
-    kernels = NotImplemented
+    given = noise is not None
+    result = NotImplemented
     if tile and _windows_supported(path, config.channels):
-        kernels = _deblur_streamed(model, path, out_image, tile, overlap, global_kernel)
-    if kernels is NotImplemented:
+        result = _deblur_streamed(model, path, out_image, tile, overlap, global_kernel, noise)
+    if result is NotImplemented:
         image, source, alpha = _read(path, config.channels)
+        noise = scene_noise(image) if noise is None else noise
         restored, kernels = model.deblur(image, tile, overlap, global_kernel and bool(tile),
-                                         progress=True)
+                                         progress=True, noise=noise)
         _write(out_image, restored, source, alpha)
+    else:
+        kernels, noise = result
     if kernels is not None:
         _save_kernels(out_kernel, kernels)
-    print(f"{path} -> {out_image}", file=sys.stderr)
+    warning = model.check_noise(noise)
+    print(f"{path}: noise {noise:.4f} ({'given' if given else 'estimated'}) -> {out_image}"
+          + (f"; warning: {warning}" if warning else ""), file=sys.stderr)
 
 
 __all__ = ["available_memory", "deblur_files", "forward_bytes", "input_files", "kernel_mosaic",

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unroll import atomic, data, metrics, plots
+from unroll import atomic, data, metrics, noise, plots
 from unroll.config import Config
 from unroll.models import registry
 
@@ -147,10 +147,75 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def make_eval_set(config: Config):
-    """The fixed evaluation set of `config` (its test folder, or the built-in test images)."""
+def make_eval_set(config: Config, noise: float | None = None):
+    """The fixed evaluation set of `config` (its test folder, or the built-in test images), with
+    noise std `noise` instead of `config.noise` where given (the same blur and, scaled, the same
+    noise pattern per scene: `data.example_rng`)."""
     return data.make_eval_dataset(
         config.test_dir or None, kernel_size=config.kernel_size,
-        sigma_range=(config.sigma_min, config.sigma_max), noise=config.noise,
+        sigma_range=(config.sigma_min, config.sigma_max),
+        noise=config.noise if noise is None else noise,
         motion_prob=config.motion_prob, shake_prob=config.shake_prob, quantize=config.quantize,
         seed=config.seed, channels=config.channels, center_crop=config.eval_crop or None)
+
+
+NOISE_LEVEL_COLUMNS = (("noise", "noise std", 4), ("noise_estimated", "estimated", 4),
+                       ("psnr_input", "input PSNR", 2), ("psnr", "output PSNR", 2),
+                       ("gain", "mean gain", 2), ("worst_gain", "worst gain", 2),
+                       ("below_input", "below input", 0), ("num_images", "images", 0))
+
+
+def evaluate_noise_levels(predict, params, config: Config, levels, out_dir=None,
+                          spec: registry.ModelSpec | None = None) -> list[dict]:
+    """Evaluate at each noise std of `levels` on `config`'s test set, the same blurred scenes at
+    every level but for the noise (`make_eval_set`): one row per level with the mean input and
+    output PSNR (as `evaluate` scores them), the mean gain (output - input), the worst scene's gain
+    and its name, how many scenes came out below their input, and the mean noise std that
+    `unroll.noise.estimate` reads on the inputs. With `out_dir`, writes `eval/noise_levels.json`
+    and `eval/noise_levels.md` there (atomically); prints the table either way."""
+    spec = spec or registry.spec(config)
+    rows = []
+    for level in levels:
+        eval_set = make_eval_set(config, noise=float(level))
+        if not len(eval_set):
+            raise ValueError("the evaluation set is empty")
+        if "image" not in eval_set.source[0]:
+            raise ValueError("noise levels need a test set that unroll blurs itself, not a folder of "
+                             "blur/ and sharp/ pairs (their noise is fixed)")
+        scores = []
+        for i in range(len(eval_set)):
+            example = eval_set[i]
+            out = predict(params, jnp.asarray(example["blurred"])[None])
+            restored = np.clip(np.asarray(spec.image(out)[0], np.float32), 0, 1)
+            row = image_scores(restored, example["blurred"], example["sharp"])
+            scores.append((example["name"], row["psnr_input"], row["psnr"],
+                           noise.estimate(example["blurred"])))
+        gains = [out - inp for _, inp, out, _ in scores]
+        worst = int(np.argmin(gains))
+        rows.append({"noise": float(level),
+                     "noise_estimated": float(np.mean([s[3] for s in scores])),
+                     "psnr_input": float(np.mean([s[1] for s in scores])),
+                     "psnr": float(np.mean([s[2] for s in scores])),
+                     "gain": float(np.mean(gains)), "worst_gain": float(gains[worst]),
+                     "worst_scene": scores[worst][0],
+                     "below_input": int(sum(g < 0 for g in gains)), "num_images": len(scores)})
+    table = noise_level_table(rows, config.model)
+    if out_dir is not None and jax.process_index() == 0:
+        eval_dir = Path(out_dir) / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(eval_dir / "noise_levels.json", {"model": config.model, "levels": rows})
+        atomic.write_text(eval_dir / "noise_levels.md", table + "\n")
+    print(table)
+    return rows
+
+
+def noise_level_table(rows: list[dict], model: str) -> str:
+    """`evaluate_noise_levels`' rows as a Markdown table (PSNR in dB)."""
+    lines = [f"{model}: PSNR (dB) by noise std of the test images",
+             "", "| " + " | ".join(title for _, title, _ in NOISE_LEVEL_COLUMNS) + " | worst scene |",
+             "|" + "---:|" * len(NOISE_LEVEL_COLUMNS) + "---|"]
+    for row in rows:
+        cells = [f"{row[key]:.{digits}f}" if digits else str(row[key])
+                 for key, _, digits in NOISE_LEVEL_COLUMNS]
+        lines.append("| " + " | ".join(cells) + f" | {row['worst_scene']} |")
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ from unroll.models import registry
 from unroll.progress import Progress
 from unroll.train import distributed, workdir as workdir_lock
 from unroll.train.distributed import global_batch, make_mesh
-from unroll.train.evaluation import evaluate, make_eval_set, read_report
+from unroll.train.evaluation import evaluate, evaluate_noise_levels, make_eval_set, read_report
 from unroll.train.logs import ScalarLog
 from unroll.train.state import init_state, make_optimizer
 from unroll.train.steps import make_predict, make_train_step
@@ -136,12 +136,16 @@ def finished_or_train(config: Config, workdir, name: str = "") -> dict:
     return train_and_evaluate(config, workdir)  # its evaluation writes metrics.json
 
 
-def evaluate_checkpoint(config: Config, workdir, which: str = "latest") -> dict:
-    """Evaluate `workdir`'s checkpoint on `config`'s test set (the network must be the checkpoint's)."""
+def evaluate_checkpoint(config: Config, workdir, which: str = "latest", noise_levels=()) -> dict:
+    """Evaluate `workdir`'s checkpoint on `config`'s test set (the network must be the checkpoint's);
+    with `noise_levels`, then also at each of those noise stds (`evaluate_noise_levels`)."""
     config.validate()
     with Checkpoints(workdir) as checkpoints:
         checkpoints.check_compatible(config, which)
         graphdef, params, step = checkpoints.restore_model(which)
-    return evaluate(make_predict(graphdef, config.bf16, warm_start(config)), distributed.local_copy(params),
-                    make_eval_set(config), config, out_dir=Path(workdir),
-                    extra={"num_params": registry.num_params(params), "step": step})
+    predict, params = make_predict(graphdef, config.bf16, warm_start(config)), distributed.local_copy(params)
+    summary = evaluate(predict, params, make_eval_set(config), config, out_dir=Path(workdir),
+                       extra={"num_params": registry.num_params(params), "step": step})
+    if noise_levels:
+        evaluate_noise_levels(predict, params, config, noise_levels, out_dir=Path(workdir))
+    return summary
