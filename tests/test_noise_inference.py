@@ -88,6 +88,10 @@ def test_deblur_job_prints_one_noise_line_per_input_and_warns(tmp_path, model, c
     deblur.deblur_files(model, [str(photos / "calm.png")], tmp_path / "given", noise=0.005)
     line = next(line for line in capsys.readouterr().err.splitlines() if "calm.png: noise" in line)
     assert "noise 0.0050 (given)" in line
+    deblur.deblur_files(model, [str(photos / "grainy.png")], tmp_path / "tiled", tile_size=24,
+                        tile_overlap=4)  # streamed tiles: the scene's estimate, once
+    line = next(line for line in capsys.readouterr().err.splitlines() if "grainy.png: noise" in line)
+    assert line.split(" -> ")[0] == grainy.split(" -> ")[0]
     with pytest.raises(ValueError, match="noise must be"):
         deblur.deblur_files(model, [str(photos / "calm.png")], tmp_path / "bad", noise=-1.0)
     assert not (tmp_path / "bad").exists()
