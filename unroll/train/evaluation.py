@@ -172,7 +172,8 @@ def evaluate_noise_levels(predict, params, config: Config, levels, out_dir=None,
     output PSNR (as `evaluate` scores them), the mean gain (output - input), the worst scene's gain
     and its name, how many scenes came out below their input, and the mean noise std that
     `unroll.noise.estimate` reads on the inputs. With `out_dir`, writes `eval/noise_levels.json`
-    and `eval/noise_levels.md` there (atomically); prints the table either way."""
+    and `eval/noise_levels.md` there (atomically, the JSON first); prints the table either way.
+    A blind method is scored as `evaluate` scores it (no alignment)."""
     spec = spec or registry.spec(config)
     rows = []
     for level in levels:
@@ -199,8 +200,10 @@ def evaluate_noise_levels(predict, params, config: Config, levels, out_dir=None,
                      "gain": float(np.mean(gains)), "worst_gain": float(gains[worst]),
                      "worst_scene": scores[worst][0],
                      "below_input": int(sum(g < 0 for g in gains)), "num_images": len(scores)})
+    if jax.process_index() != 0:  # every process evaluates; one writes and prints
+        return rows
     table = noise_level_table(rows, config.model)
-    if out_dir is not None and jax.process_index() == 0:
+    if out_dir is not None:
         eval_dir = Path(out_dir) / "eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_json(eval_dir / "noise_levels.json", {"model": config.model, "levels": rows})
