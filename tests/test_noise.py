@@ -63,7 +63,7 @@ def test_smooth_images_give_the_true_std(name):
 
 
 @pytest.mark.parametrize("name", ["natural", "white", "checkerboard", "camera", "astronaut", "grass"])
-@pytest.mark.parametrize("blur", [1.0, 2.5, 4.0])
+@pytest.mark.parametrize("blur", [1.0, 4.0])  # the ends of the training range
 def test_blurred_textures_give_the_true_std(name, blur):
     """Blur (Gaussian sigma 1 to 4, as the training data's) empties most of patch space of signal: the
     issue asks within 25 % at stds 0.005-0.02; with 62500 patches it is within 10 % at all of STDS."""
