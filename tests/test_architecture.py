@@ -90,6 +90,7 @@ def test_entry_points_do_not_import_each_other():
 
 @pytest.mark.parametrize("module, source, bad", [
     ("unroll.ops", "from unroll.models import MGSTNet", True),
+    ("unroll.noise", "from unroll.data import images", True),
     ("unroll.models.mgstnet", "def f():\n    from unroll import train\n", True),
     ("unroll.models.idc", "from . import blocks\nfrom ..data import images", True),
     ("unroll.inference.model", "import unroll.train.loop", True),
