@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 MATHS = ("unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
-         "unroll.nonblind", "unroll.wavelets")
+         "unroll.nonblind", "unroll.wavelets", "unroll.noise")
 ABOVE_MATHS = ("unroll.models", "unroll.data", "unroll.train", "unroll.inference", "unroll.studies",
                "unroll.classical", "unroll.checkpoint", "unroll.config", "unroll.losses",
                "unroll.levin", "unroll.plots", "unroll.progress", "unroll.pretrained", "unroll.atomic",
@@ -90,6 +90,7 @@ def test_entry_points_do_not_import_each_other():
 
 @pytest.mark.parametrize("module, source, bad", [
     ("unroll.ops", "from unroll.models import MGSTNet", True),
+    ("unroll.noise", "from unroll.data import images", True),
     ("unroll.models.mgstnet", "def f():\n    from unroll import train\n", True),
     ("unroll.models.idc", "from . import blocks\nfrom ..data import images", True),
     ("unroll.inference.model", "import unroll.train.loop", True),

@@ -45,6 +45,9 @@ class Config:
     # at inference, trained on perturbed true kernels).
     image_step: str = "gradient"
     kernel_init: str = "uniform"
+    # Beyond the paper (issue 34): step sizes and thresholds as learned functions of the noise level,
+    # which the network estimates (unroll.noise) or is given (deblur(..., noise=)).
+    noise_conditional: bool = False
 
     # Data (Section III-A). Empty folders mean the built-in samples.
     train_dir: str = ""
@@ -113,6 +116,8 @@ class Config:
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
         need(self.image_step in IMAGE_STEPS, "image_step", f"must be one of {', '.join(IMAGE_STEPS)}")
         need(self.kernel_init in KERNEL_INITS, "kernel_init", f"must be one of {', '.join(KERNEL_INITS)}")
+        need(not self.noise_conditional or self.model == "mgstnet", "noise_conditional",
+             f"is a variant of mgstnet, not of --model={self.model}")
         need(self.kernel_init == "uniform" or self.model == "mgstnet", "kernel_init",
              "an initial kernel needs a model that estimates kernels (--model=mgstnet)")
         need(self.stage_unroll >= 0, "stage_unroll", "must be 0 (all stages) or positive")
@@ -152,7 +157,7 @@ class Config:
     # configuration without a field gets its default (`image_prior`: "paper", as before it existed).
     MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
                     "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox", "boundary",
-                    "image_prior", "image_step")
+                    "image_prior", "image_step", "noise_conditional")
     BASELINE_FIELDS = ("model", "scales", "features", "channels")
 
     def model_signature(self) -> dict:

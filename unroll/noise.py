@@ -7,9 +7,10 @@ adds sigma^2 to every eigenvalue. Sorted in decreasing order, the eigenvalues of
 noise fills have a mean equal to their median; the first tail (from the largest down) whose mean
 is at most its median gives sigma^2 as that mean. Each patch's own mean is removed first (the
 constant direction holds most of the signal and would cost float32 its precision), and so one zero
-eigenvalue is dropped. On blurred aerial scenes it is within a few per cent of the true std from
-0.5 % up; a median-absolute-deviation estimate on the finest diagonal Haar band (Donoho's) was up to
-40 % high on textured scenes at 0.5 %.
+eigenvalue is dropped. On the blurred RSSCN7 test scenes it is within 1 % of the true std from
+0.5 % up (`benchmarks/noise_estimate.py`); on sharp textured scenes it reads high. A
+median-absolute-deviation estimate on the finest diagonal Haar band (Donoho's) was up to 40 % high
+on textured scenes at 0.5 %.
 
 Pure JAX and jit-able: MGSTNet's noise-conditional variant calls `estimate_batch` on its input.
 """

@@ -9,6 +9,13 @@ Stage k (parameters not shared between stages):
                    r_k = argmin_r ||h_k * r - g||^2 + beta_k ||r - u_{k-1}||^2  (steps.closed_form_image_step)
   IPMM, eq. (18):  u_k = r_k + F~_k({GST_p(F_k(r_k)_i, theta_2k,i)}_i)   one GST per scale i
 with u_0 = g and h_0 the uniform kernel (or a given initial kernel: a warm start, beyond the paper).
+
+Noise-conditional variant (beyond the paper, `noise_conditional=True`): with t = log((sigma + 1e-3)
+/ 0.01) from the image's noise std sigma (given, or `unroll.noise.estimate_batch(g)`), each stage
+scales mu_k, rho_k (or beta_k), theta_1k and every theta_2k,i by its own learned exp(a t) (a = 0 at
+initialisation: the unconditional network), and IPMM's extractor F_k gets t as one more input
+channel (FFDNet's noise map). The thresholds of a wavelet or GST prior grow with the noise in
+classical denoising; here the network learns how much.
 The gradient steps run on the true-size image; the image prior networks run on a copy padded
 (symmetrically) to a multiple of 2^(scales-1) and are cropped back.
 
@@ -24,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from unroll import kernels, ops, shrinkage, steps
+from unroll import kernels, noise, ops, shrinkage, steps
 from unroll.models.blocks import REDUCTION, EncoderDecoder, Keys, RCABs, as_keys, conv, scale_widths
 
 # The image prox's shrinkage (eq. 18): GST_p (eqs. 19-20) or, for the ablation, the soft threshold.
@@ -63,10 +70,31 @@ P_INIT = 0.5
 # RCAB stacks). Starting at 1% keeps an untrained stage close to the plain gradient steps, the usual
 # start of an unrolled network, while (unlike a zero init) every layer receives gradients at once.
 TAIL_GAIN = 0.01
+# The noise feature t = log((sigma + SIGMA_FLOOR) / SIGMA_REF): 0 near 1 % noise, -2.3 at none; the
+# floor keeps it finite at sigma = 0. Gains exp(a t) are bounded by clipping a t to +-GAIN_LOG_BOUND.
+SIGMA_FLOOR = 1e-3
+SIGMA_REF = 1e-2
+GAIN_LOG_BOUND = 5.0
 
 
 # A user's proximal module: called once per stage with that stage's `nnx.Rngs`.
 ProxFactory = Callable[[nnx.Rngs], nnx.Module]
+
+
+def noise_feature(sigma):
+    """t = log((sigma + SIGMA_FLOOR) / SIGMA_REF) for noise stds sigma >= 0 `[N]` (no gradient)."""
+    sigma = jax.lax.stop_gradient(jnp.maximum(jnp.asarray(sigma, jnp.float32), 0.0))
+    return jnp.log((sigma + SIGMA_FLOOR) / SIGMA_REF)
+
+
+def noise_gain(a, t):
+    """exp(a t): a learned scale factor per image `[N]`, 1 at a = 0."""
+    return jnp.exp(jnp.clip(a * t, -GAIN_LOG_BOUND, GAIN_LOG_BOUND))
+
+
+def _scaled(theta, scale):
+    """theta, or theta times a per-image `scale [N]` broadcast over NHWC (or [N, k, k]) values."""
+    return theta if scale is None else theta * scale
 
 
 def _inverse_softplus(y: float) -> float:
@@ -89,8 +117,9 @@ class SoftThreshold(nnx.Module):
         """The threshold theta = softplus(raw_theta) > 0."""
         return jax.nn.softplus(self.raw_theta[...])
 
-    def __call__(self, y):
-        return shrinkage.soft_threshold(y, self.theta)
+    def __call__(self, y, scale=None):
+        """Soft(y, theta), with theta times `scale` (per image, broadcast against y) when given."""
+        return shrinkage.soft_threshold(y, _scaled(self.theta, _per_image(scale, y.ndim)))
 
 
 class GST(nnx.Module):
@@ -123,10 +152,17 @@ class GST(nnx.Module):
         """The exponent p = sigmoid(p0) in (0, 1)."""
         return jax.nn.sigmoid(self.p0[...])
 
-    def __call__(self, y):
+    def __call__(self, y, scale=None):
+        """GST_p(y, theta), with theta times `scale` (per image, broadcast against y) when given."""
+        theta = _scaled(self.theta, _per_image(scale, y.ndim))
         if self.grad == "implicit":
-            return shrinkage.gst_implicit(y, self.theta, self.p, self.iterations, self.delta, self.solver)
-        return _gst_recomputed(y, self.theta, self.p, self.iterations, self.delta, self.solver)
+            return shrinkage.gst_implicit(y, theta, self.p, self.iterations, self.delta, self.solver)
+        return _gst_recomputed(y, theta, self.p, self.iterations, self.delta, self.solver)
+
+
+def _per_image(scale, ndim: int):
+    """A per-image `scale [N]` shaped to broadcast against `[N, ...]` values of rank `ndim`."""
+    return None if scale is None else jnp.reshape(scale, (-1,) + (1,) * (ndim - 1))
 
 
 # The unrolled derivative, with the solver's steps recomputed in the backward pass rather than
@@ -169,19 +205,23 @@ class KernelProx(nnx.Module):
     the image prior's whatever the kernel size.
     """
 
-    def __init__(self, features: int = 32, rcabs: int = 2, reduction: int = REDUCTION, *,
-                 rngs: nnx.Rngs | Keys):
+    def __init__(self, features: int = 32, rcabs: int = 2, reduction: int = REDUCTION,
+                 noise_conditional: bool = False, *, rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         self.extractor_head = conv(1, features, 3, rngs=rngs)
         self.extractor = RCABs(features, rcabs, reduction, rngs=rngs)
         self.threshold = SoftThreshold()
         self.inverse = RCABs(features, rcabs, reduction, rngs=rngs)
         self.inverse_tail = conv(features, 1, 3, gain=TAIL_GAIN, rngs=rngs)
+        # a of theta_1 * exp(a t) (noise-conditional variant only)
+        self.noise_gain = nnx.Param(jnp.zeros((), jnp.float32)) if noise_conditional else None
 
-    def __call__(self, s):
+    def __call__(self, s, t=None):
+        """h_{k-1/2} from s_k `[N, k, k]`; `t [N]`, the noise feature, for a noise-conditional KPM."""
         taps = s.shape[-2] * s.shape[-1]
         x = self.extractor(self.extractor_head((s * taps)[..., None]))
-        x = self.inverse_tail(self.inverse(self.threshold(x)))
+        scale = None if self.noise_gain is None or t is None else noise_gain(self.noise_gain[...], t)
+        x = self.inverse_tail(self.inverse(self.threshold(x, scale)))
         return s + x[..., 0] / taps
 
 
@@ -220,7 +260,8 @@ class ImageProx(nnx.Module):
 
     def __init__(self, channels: int = 3, features: int = 64, scales: int = 3, rcabs: int = 2,
                  threshold: str = "gst", reduction: int = REDUCTION, gst_grad: str = "unrolled",
-                 gst_solver: str = "fixed_point", *, rngs: nnx.Rngs | Keys):
+                 gst_solver: str = "fixed_point", noise_conditional: bool = False, *,
+                 rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         if threshold not in THRESHOLDS:
             raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
@@ -228,20 +269,37 @@ class ImageProx(nnx.Module):
         _check_gst_solver(gst_solver)
         widths = scale_widths(features, scales)
         self.multiple = 2 ** (scales - 1)
-        self.extractor = ImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
+        # The noise-conditional F_k reads the noise map t as one more channel.
+        self.extractor = ImagePriorExtractor(channels + int(noise_conditional), widths, rcabs,
+                                             reduction, rngs=rngs)
         self.thresholds = nnx.List(
             [GST(grad=gst_grad, solver=gst_solver) if threshold == "gst" else SoftThreshold()
              for _ in widths])
         self.inverse = InverseImagePriorExtractor(channels, widths, rcabs, reduction, rngs=rngs)
+        # a_i of theta_2,i * exp(a_i t), one per scale (noise-conditional variant only)
+        self.noise_gains = (nnx.Param(jnp.zeros((len(widths),), jnp.float32))
+                            if noise_conditional else None)
 
-    def __call__(self, r):
+    def __call__(self, r, t=None):
+        """u_k from r_k `[N, H, W, C]`; `t [N]`, the noise feature, for a noise-conditional IPMM."""
+        if (self.noise_gains is None) != (t is None):
+            raise ValueError("a noise-conditional ImageProx needs the noise feature t, and only it "
+                             "takes one")
         # Pad to a multiple of 2^(scales-1) so that the x0.5 / x2 resamplings invert each other.
         H, W = r.shape[1:3]
         ph, pw = -H % self.multiple, -W % self.multiple
         pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
         x = jnp.pad(r, pads, mode="symmetric") if ph or pw else r
+        if t is not None:
+            noise_map = jnp.broadcast_to(_per_image(t, 4), x.shape[:3] + (1,)).astype(x.dtype)
+            x = jnp.concatenate([x, noise_map], axis=-1)
         features = self.extractor(x)
-        features = [shrink(f) for shrink, f in zip(self.thresholds, features)]
+        if t is None:
+            features = [shrink(f) for shrink, f in zip(self.thresholds, features)]
+        else:
+            gains = self.noise_gains[...]
+            features = [shrink(f, noise_gain(gains[i], t))
+                        for i, (shrink, f) in enumerate(zip(self.thresholds, features))]
         x = self.inverse(features)
         return r + x[:, pads[1][0]:pads[1][0] + H, pads[2][0]:pads[2][0] + W, :]
 
@@ -261,7 +319,8 @@ class Stage(nnx.Module):
                  features: int, kernel_features: int, boundary: str, threshold: str,
                  kernel_prox: bool | ProxFactory, reduction: int, gst_grad: str = "unrolled",
                  gst_solver: str = "fixed_point", image_prox: ProxFactory | None = None,
-                 image_step: str = "gradient", rngs: nnx.Rngs | Keys):
+                 image_step: str = "gradient", noise_conditional: bool = False,
+                 rngs: nnx.Rngs | Keys):
         rngs = as_keys(rngs)
         check_image_step(image_step)
         self.boundary = boundary
@@ -271,16 +330,23 @@ class Stage(nnx.Module):
             self.raw_rho = positive(RHO_INIT)
         else:
             self.raw_beta = positive(BETA_INIT)
+        # a of mu_k exp(a t) and of rho_k (or beta_k) exp(a t) (noise-conditional variant only)
+        self.noise_gains = nnx.Param(jnp.zeros((2,), jnp.float32)) if noise_conditional else None
+        # A user's module takes no noise input: only the step sizes are conditioned then.
+        self.builtin_kernel_prox = not callable(kernel_prox)
+        self.builtin_image_prox = image_prox is None
         if callable(kernel_prox):  # a user's KPM: s [N, k, k] -> kernel of the same shape
             self.kernel_prox = kernel_prox(nnx.Rngs(rngs()))
         else:
-            self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction, rngs=rngs)
+            self.kernel_prox = (KernelProx(kernel_features, kernel_rcabs, reduction,
+                                           noise_conditional, rngs=rngs)
                                 if kernel_prox else None)
         if image_prox is not None:  # a user's IPMM: r [N, H, W, C] -> u of the same shape
             self.image_prox = image_prox(nnx.Rngs(rngs()))
         else:
             self.image_prox = ImageProx(channels, features, scales, image_rcabs, threshold,
-                                        reduction, gst_grad, gst_solver, rngs=rngs)
+                                        reduction, gst_grad, gst_solver, noise_conditional,
+                                        rngs=rngs)
 
     @property
     def mu(self):
@@ -297,25 +363,50 @@ class Stage(nnx.Module):
         """beta_k, the prior weight of the closed-form image step: softplus(raw_beta) > 0."""
         return jax.nn.softplus(self.raw_beta[...])
 
-    def image_update(self, u, h, g):
-        """r_k from u_{k-1} and h_k: IGDM (eq. 17) or the closed-form step, in at least float32."""
-        if self.image_step == "gradient":
-            return steps.image_step(u, h, g, self.rho, self.boundary)
-        return steps.closed_form_image_step(u, h, g, self.beta, self.boundary)
+    def _gain(self, i: int, t):
+        """The noise-conditional factor of step size i (0: mu, 1: rho or beta), or 1."""
+        if t is None:
+            return 1.0
+        return noise_gain(self.noise_gains[...][i], t)
 
-    def __call__(self, h, u, g):
-        """(h_{k-1}, u_{k-1}, g) -> (h_k, u_k, s_k, r_k).
+    def _check_noise(self, t):
+        if (self.noise_gains is None) != (t is None):
+            raise ValueError("a noise-conditional stage needs the noise feature t, and only it takes one")
+
+    def image_update(self, u, h, g, t=None):
+        """r_k from u_{k-1} and h_k: IGDM (eq. 17) or the closed-form step, in at least float32.
+        `t [N]`: the noise feature, for a noise-conditional stage."""
+        self._check_noise(t)
+        if self.image_step == "gradient":
+            return steps.image_step(u, h, g, self.rho * self._gain(1, t), self.boundary)
+        return steps.closed_form_image_step(u, h, g, self.beta * self._gain(1, t), self.boundary)
+
+    def prox_image(self, r, t=None):
+        """IPMM (eq. 18) on r_k, with the noise feature `t [N]` for a noise-conditional stage."""
+        if t is not None and self.builtin_image_prox:
+            return self.image_prox(r, t)
+        return self.image_prox(r)
+
+    def __call__(self, h, u, g, t=None):
+        """(h_{k-1}, u_{k-1}, g) -> (h_k, u_k, s_k, r_k); `t [N]` is the noise feature
+        (`noise_feature(sigma)`) of a noise-conditional stage, None otherwise.
 
         The gradient steps (FFTs) run in at least float32; the image prior networks get r_k in the
         images' dtype (e.g. bfloat16 for mixed precision) and the kernels stay in float32.
         """
+        self._check_noise(t)
         dtype = u.dtype
         h, u, g = _at_least_float32(h), _at_least_float32(u), _at_least_float32(g)
-        s = steps.kernel_step(h, u, g, self.mu, self.boundary)             # eq. (11)
-        h_half = self.kernel_prox(s) if self.kernel_prox is not None else s  # eq. (12)
+        s = steps.kernel_step(h, u, g, self.mu * self._gain(0, t), self.boundary)  # eq. (11)
+        if self.kernel_prox is None:                                          # eq. (12)
+            h_half = s
+        elif t is not None and self.builtin_kernel_prox:
+            h_half = self.kernel_prox(s, t)
+        else:
+            h_half = self.kernel_prox(s)
         h = steps.normalize_kernel(h_half.astype(s.dtype))                    # eq. (14)
-        r = self.image_update(u, h, g).astype(dtype)                          # eq. (17)
-        u = self.image_prox(r)                                                # eq. (18)
+        r = self.image_update(u, h, g, t).astype(dtype)                       # eq. (17)
+        u = self.prox_image(r, t)                                             # eq. (18)
         return h, u.astype(dtype), s, r
 
 
@@ -392,8 +483,8 @@ class MGSTNet(nnx.Module):
                  threshold: str = "gst", kernel_prox: bool = True, remat: bool = False,
                  reduction: int = REDUCTION, gst_grad: str = "unrolled",
                  gst_solver: str = "fixed_point", stage_unroll: int = 1,
-                 image_prox: ProxFactory | None = None, image_step: str = "gradient", *,
-                 rngs: nnx.Rngs | None = None):
+                 image_prox: ProxFactory | None = None, image_step: str = "gradient",
+                 noise_conditional: bool = False, *, rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -418,12 +509,14 @@ class MGSTNet(nnx.Module):
         self.num_stages = stages
         self.stage_unroll = stage_unroll
         self.image_step = image_step
+        self.noise_conditional = noise_conditional
         # Built one by one (each its own random draws), then stacked into one module.
         graphdefs, states = zip(*(nnx.split(Stage(
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
             features=features, kernel_features=kernel_features, boundary=boundary,
             threshold=threshold, kernel_prox=kernel_prox, reduction=reduction, gst_grad=gst_grad,
-            gst_solver=gst_solver, image_prox=image_prox, image_step=image_step, rngs=rngs))
+            gst_solver=gst_solver, image_prox=image_prox, image_step=image_step,
+            noise_conditional=noise_conditional, rngs=rngs))
             for _ in range(stages)))
         self.stages = nnx.merge(graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states))
 
@@ -437,12 +530,26 @@ class MGSTNet(nnx.Module):
         h0 = jnp.asarray(kernels.uniform(self.kernel_size), jnp.float32)
         return jnp.broadcast_to(h0, (n, self.kernel_size, self.kernel_size))
 
-    def __call__(self, g, h0=None) -> MGSTNetOutput:
+    def noise_features(self, g, sigma=None):
+        """t [N] of a noise-conditional network from the noise stds `sigma` (`[N]` or a scalar, on the
+        images' [0, 1] scale), by default `unroll.noise.estimate_batch(g)`; None for the paper's."""
+        if not self.noise_conditional:
+            if sigma is not None:
+                raise ValueError("sigma is for a noise-conditional MGSTNet (noise_conditional=True)")
+            return None
+        sigma = noise.estimate_batch(g) if sigma is None else jnp.asarray(sigma, jnp.float32)
+        return noise_feature(jnp.broadcast_to(sigma, g.shape[:1]))
+
+    def __call__(self, g, h0=None, sigma=None) -> MGSTNetOutput:
         """The K stages on `g [N, H, W, C]` from u_0 = g and h_0 = `h0` (`[N, k, k]` or `[k, k]`, a
         kernel: nonnegative, summing to one, e.g. `steps.normalize_kernel(h)`), by default the
-        uniform kernel (the paper's; passing it gives bit for bit the same result)."""
+        uniform kernel (the paper's; passing it gives bit for bit the same result).
+
+        `sigma`, for a noise-conditional network only: the images' noise stds (`[N]` or a scalar),
+        by default estimated from `g` (`unroll.noise.estimate_batch`)."""
         if g.ndim != 4 or g.shape[-1] != self.channels:
             raise ValueError(f"expected images [N, H, W, {self.channels}], got {g.shape}")
+        t = self.noise_features(g, sigma)
         k = self.kernel_size
         if h0 is None:
             h0 = self.initial_kernel(g.shape[0])
@@ -457,7 +564,7 @@ class MGSTNet(nnx.Module):
 
         def body(carry, stage_state):
             h, u = carry
-            h, u, s, r = nnx.merge(graphdef, stage_state)(h, u, g)
+            h, u, s, r = nnx.merge(graphdef, stage_state)(h, u, g, t)
             return (h, u), (u, h, s, r)
 
         # A checkpoint per stage needs the scan: unrolled, XLA (at least on CPU) schedules the

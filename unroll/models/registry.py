@@ -73,7 +73,8 @@ def _build_mgstnet(config: Config, rngs: nnx.Rngs) -> MGSTNet:
                    gst_solver=config.gst_solver,
                    kernel_prox=config.kernel_prox, remat=config.remat,
                    stage_unroll=config.stage_unroll, image_prox=image_prox,
-                   image_step=config.image_step, rngs=rngs)
+                   image_step=config.image_step, noise_conditional=config.noise_conditional,
+                   rngs=rngs)
 
 
 def _full_size(images) -> tuple:
