@@ -49,6 +49,27 @@ def test_an_unconditional_model_ignores_the_noise_it_is_given(model):
     assert not model.noise_conditional and model.sigma(0.1) is None
 
 
+@pytest.fixture(scope="module")
+def conditional():
+    config = Config(**{**TINY.__dict__, "noise_conditional": True})
+    return Model(config, *registry.build_split(config))
+
+
+def test_a_noise_conditional_model_reads_the_noise_given_or_estimated(conditional):
+    image = _scene(sigma=0.02)
+    clean, noisy = (conditional.deblur(image, noise=level)[0] for level in (0.0, 0.05))
+    assert float(np.abs(clean - noisy).max()) > 1e-4  # the conditional path is used
+    estimated = noise.estimate(image)
+    np.testing.assert_allclose(conditional.deblur(image)[0],
+                               conditional.deblur(image, noise=estimated)[0], atol=1e-5)
+    # Tiles: one estimate on the whole scene for every tile, not one per tile.
+    tiled = conditional.deblur(image, tile_size=24, tile_overlap=4)[0]
+    np.testing.assert_array_equal(
+        tiled, conditional.deblur(image, tile_size=24, tile_overlap=4, noise=estimated)[0])
+    per_tile = conditional.deblur(image, tile_size=24, tile_overlap=4, noise=0.3)[0]
+    assert float(np.abs(tiled - per_tile).max()) > 1e-4
+
+
 @pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf")])
 def test_negative_or_non_finite_noise_is_one_line_value_error(model, bad):
     with pytest.raises(ValueError, match="noise must be a finite standard deviation >= 0") as info:

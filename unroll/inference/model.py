@@ -58,7 +58,7 @@ class Model:
         # h_0 from the classical solver (a warm start), or None: the network's own uniform h_0.
         self._initial_kernels = warm_start(config) if self.is_mgstnet else None
         # Noise-conditional MGSTNet takes the noise std as `sigma` (None: it estimates it itself).
-        self.noise_conditional = bool(getattr(config, "noise_conditional", False))
+        self.noise_conditional = config.noise_conditional
         net = lambda p: nnx.merge(graphdef, p)  # noqa: E731
         self._apply = jax.jit(lambda p, g, h0=None, sigma=None: _run(net(p), g, h0, sigma))
         # Only the image and kernel leave the device (not every stage's intermediates).
