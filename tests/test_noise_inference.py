@@ -174,3 +174,16 @@ def test_cli_prints_the_noise_and_evaluates_at_noise_levels(tmp_path):
     assert "output PSNR" in evaluated.stdout
     wrong = _cli(f"--pretrained={name}", "--mode=eval", f"--test_dir={test_dir}", "--noise_levels=0,x")
     assert wrong.returncode == 2 and "--noise_levels" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_the_global_kernel_image_path_of_a_conditional_model_reads_sigma(conditional):
+    import jax.numpy as jnp
+    g = jnp.asarray(_scene(sigma=0.02))[None]
+    for sigma in (0.0, 0.05):
+        out = conditional._apply(conditional.params, g, None, sigma)
+        own = tuple(out.kernels)
+        np.testing.assert_allclose(conditional._image_path(conditional.params, g, own, sigma),
+                                   out.images[-1], atol=1e-5)
+    restored, kernel = conditional.deblur(_scene(sigma=0.02), tile_size=24, tile_overlap=4,
+                                          global_kernel=True)
+    assert restored.shape == (40, 48, 3) and kernel.shape == (7, 7) and np.isfinite(restored).all()

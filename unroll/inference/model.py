@@ -25,12 +25,14 @@ NOISE_MARGIN = (0.25, 0.002)
 SCENE_NOISE_SIDE = 2048  # `scene_noise` reads at most this central crop of a stored scene
 
 
-def image_path(model: MGSTNet, g, stage_kernels):
+def image_path(model: MGSTNet, g, stage_kernels, sigma=None):
     """MGSTNet's output image when stage k uses the given kernel h_k (`stage_kernels[k]`,
     [N, k, k]) instead of its own estimate: IGDM (eq. 17) then IPMM (eq. 18) per stage, u_0 = g.
+    `sigma`: the noise std of a noise-conditional network (None: estimated from `g`).
 
     With the kernels the network itself estimates on `g`, this is exactly `model(g).images[-1]`.
     """
+    t = model.noise_features(g, sigma)
     dtype = g.dtype
     g32 = g.astype(jnp.promote_types(dtype, jnp.float32))
     u = g
@@ -38,8 +40,8 @@ def image_path(model: MGSTNet, g, stage_kernels):
         raise ValueError(f"expected {model.num_stages} stage kernels, got {len(stage_kernels)}")
     for k, h in enumerate(stage_kernels):
         stage = model.stage(k)
-        r = stage.image_update(u.astype(g32.dtype), h.astype(jnp.float32), g32).astype(dtype)
-        u = stage.image_prox(r).astype(dtype)
+        r = stage.image_update(u.astype(g32.dtype), h.astype(jnp.float32), g32, t).astype(dtype)
+        u = stage.prox_image(r, t).astype(dtype)
     return u
 
 
@@ -66,7 +68,7 @@ class Model:
             lambda p, g, h0=None, sigma=None: _image_and_kernel(spec, _run(net(p), g, h0, sigma)))
         self._stage_kernels = jax.jit(
             lambda p, g, h0=None, sigma=None: tuple(_run(net(p), g, h0, sigma).kernels))
-        self._image_path = jax.jit(lambda p, g, ks: image_path(net(p), g, ks))
+        self._image_path = jax.jit(lambda p, g, ks, sigma=None: image_path(net(p), g, ks, sigma))
 
     @property
     def module(self) -> nnx.Module:
@@ -248,8 +250,8 @@ class Model:
             raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
                               f"(mgstnet), not {self.config.model}")
         kernels = self.global_kernels(image, tile_size, noise=noise)
-        # TODO(issue 34): image_path takes no sigma yet; a noise-conditional image path needs it.
-        return (lambda t: (self._image_path(self.params, jnp.asarray(t), kernels), None),
+        sigma = noise if self.noise_conditional else None
+        return (lambda t: (self._image_path(self.params, jnp.asarray(t), kernels, sigma), None),
                 np.asarray(kernels[-1][0]))
 
     def _deblur(self, image, tile_size, tile_overlap, global_kernel, progress, noise):
