@@ -14,7 +14,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments.common import FLAGS, no_positional_arguments, run_reporting_user_errors
-from unroll import hostmem
+from unroll import hostmem, pretrained
 
 flags.DEFINE_string("workdir", None, "trained workdir to export")
 flags.DEFINE_enum("name", None, ["aerial", "motion"], "name of the shipped model")
@@ -84,6 +84,8 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
     if metrics.get("per_class"):
         lines += ["PSNR per class: " + ", ".join(f"{c} {m['psnr']:.2f}" for c, m in
                                                 metrics["per_class"].items()) + ".\n"]
+    if metrics.get("noise_levels"):
+        lines += pretrained.noise_section(metrics["noise_levels"])
     lines += ["## Limits\n",
               "Trained on a small budget on a CPU; a GPU run of the paper's configuration "
               "(`experiments/flags/airs.flags`) is larger and stronger. Blur outside the training "
@@ -93,7 +95,6 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
 
 def run(argv):
     no_positional_arguments(argv)
-    from unroll import pretrained
 
     folder = pretrained.export(FLAGS.workdir, FLAGS.name, card=lambda config, metrics: card(
         FLAGS.name, config, metrics, FLAGS.command, FLAGS.train_minutes, FLAGS.machine))

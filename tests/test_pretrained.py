@@ -30,8 +30,19 @@ def _cli(*args, cwd=ROOT):
 def test_export_then_load_by_name_gives_the_trained_network(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     train.train_and_evaluate(tiny_config(), workdir)
+    # The noise-levels table of an eval (--noise_levels) travels into metrics.json and the card.
+    levels = [{"noise": n, "psnr_input": 25.0 - 10 * n, "psnr": 27.0, "gain": 2.0 + 10 * n,
+               "worst_gain": 0.5, "worst_scene": "a.png", "below_input": 0, "num_images": 3}
+              for n in (0.0, 0.01)]
+    (workdir / "eval").mkdir(exist_ok=True)
+    (workdir / "eval" / "noise_levels.json").write_text(json.dumps({"model": "mgstnet", "levels": levels}))
     folder = pretrained.export(workdir, "aerial", out_root=tmp_path / "shipped",
-                               card=lambda config, scores: f"# card: {config.stages} stages\n")
+                               card=lambda config, scores: "\n".join(
+                                   [f"# card: {config.stages} stages"]
+                                   + pretrained.noise_section(scores["noise_levels"])))
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "| 0 | 25.00 | 27.00 | +2.00 | +0.50 | 0 of 3 |" in card
+    assert "| 0.01 | 24.90 | 27.00 | +2.10 | +0.50 | 0 of 3 |" in card
     assert sorted(p.name for p in folder.iterdir()) == ["MODEL_CARD.md", "SHA256SUMS", "config.json",
                                                         "metrics.json", "params.npz"]
     assert set(pretrained.checksums(folder)) == {"MODEL_CARD.md", "config.json", "metrics.json",
@@ -43,6 +54,7 @@ def test_export_then_load_by_name_gives_the_trained_network(tmp_path, monkeypatc
     for a, b in zip(shipped.predict(image), trained.predict(image)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert pretrained.metrics("aerial")["psnr"] == json.loads((workdir / "metrics.json").read_text())["psnr"]
+    assert pretrained.metrics("aerial")["noise_levels"] == levels
 
     # A parameter file that does not fit its config is named, not a traceback deep in JAX.
     with np.load(folder / "params.npz") as stored:

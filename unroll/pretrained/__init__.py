@@ -100,7 +100,8 @@ def metrics(name: str) -> dict:
 def export(workdir, name: str, out_root=ROOT, card=None) -> Path:
     """Write `workdir`'s final checkpoint as the packaged model `name` under `out_root`: its config,
     parameters (float32), the metrics of its final evaluation (the newest save, not the best on
-    the test set: choosing by test score would flatter it), with `card(config, metrics) -> str`
+    the test set: choosing by test score would flatter it) with, when the workdir has one, the
+    table of `--mode=eval --noise_levels` (`eval/noise_levels.json`), with `card(config, metrics) -> str`
     its MODEL_CARD.md, and last the SHA-256 of each (`SHA256SUMS`). Each file is written atomically."""
     from unroll.checkpoint import Checkpoints
 
@@ -117,6 +118,9 @@ def export(workdir, name: str, out_root=ROOT, card=None) -> Path:
     metrics_path = workdir / "metrics.json"
     scores = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     scores.update(step=step, train_dir=config.train_dir, test_dir=config.test_dir)
+    levels_path = workdir / "eval" / "noise_levels.json"  # written by --mode=eval --noise_levels
+    if levels_path.is_file():
+        scores["noise_levels"] = json.loads(levels_path.read_text())["levels"]
     # Folders and worker counts of the training machine mean nothing elsewhere: evaluation of a
     # shipped model defaults to the built-in test photographs (--test_dir chooses others).
     config.train_dir, config.test_dir, config.remat, config.num_workers = "", "", False, 0
@@ -204,3 +208,17 @@ def _read_params(path: Path) -> dict:
             return dict(stored)
     except Exception as exc:  # noqa: BLE001 - zip, pickle and decompression errors of many kinds
         raise PretrainedError(f"{path} cannot be read ({type(exc).__name__}; {REINSTALL})") from None
+
+
+def noise_section(levels: list[dict]) -> list[str]:
+    """The card's table of gains at several noise levels (`--mode=eval --noise_levels`)."""
+    return [
+        "## Gain at each noise level\n",
+        "The same test images, blurred once with a fixed seed, with white Gaussian noise of each "
+        "std added (the same noise pattern per image, scaled); PSNR in dB, without alignment:\n",
+        "| noise std | input PSNR | output PSNR | mean gain | worst image's gain | images below input |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *(f"| {r['noise']:g} | {r['psnr_input']:.2f} | {r['psnr']:.2f} | {r['gain']:+.2f} | "
+          f"{r['worst_gain']:+.2f} | {r['below_input']} of {r['num_images']} |" for r in levels),
+        "",
+    ]
