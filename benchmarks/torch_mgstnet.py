@@ -1,7 +1,7 @@
 """Train-step throughput of MGSTNet in eager PyTorch next to the JAX trainer's jitted step.
 
     pip install torch==2.13.0   # CPU wheel; a benchmark-only dependency, not in requirements.txt
-    python -m benchmarks.torch_mgstnet [--configs=demo,paper] [--repeats=5] [--paper_batch=1] [--remat]
+    python -m benchmarks.torch_mgstnet [--configs=demo,shipped,paper] [--repeats=5] [--paper_batch=1] [--remat]
         [--stage_unroll=N]
 
 The PyTorch network below mirrors unroll.models.mgstnet layer for layer (same module names, so the

@@ -1,6 +1,6 @@
 """Train-step throughput and compile time of the trainer's jitted, sharded step.
 
-    python -m benchmarks.train_step [--configs=demo,paper] [--paper_batch=1] [--repeats=3]
+    python -m benchmarks.train_step [--configs=demo,shipped,paper] [--paper_batch=1] [--repeats=3]
         [--models=mgstnet,madn,idc,mtwdn] [--conv_grad=custom|xla] [--stage_unroll=N] [--remat] [--bf16]
         [--gst_solver=fixed_point|halley] [--gst_grad=unrolled|implicit]
 
@@ -37,6 +37,9 @@ from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS
 CONFIGS = {
     "demo": dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16, kernel_features=8,
                  kernel_size=15, patch_size=64, batch_size=8),
+    # The network, kernel, patch and batch of experiments/flags/motion.flags (the shipped `motion`).
+    "shipped": dict(stages=2, scales=2, kernel_rcabs=1, image_rcabs=1, features=16, kernel_features=8,
+                    kernel_size=31, patch_size=96, batch_size=8),
     "paper": dict(stages=3, scales=3, kernel_rcabs=2, image_rcabs=2, features=64, kernel_features=32,
                   kernel_size=15, patch_size=256, batch_size=1),
 }
