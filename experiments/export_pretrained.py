@@ -25,8 +25,9 @@ flags.mark_flags_as_required(["workdir", "name"])
 
 PURPOSE = {
     "aerial": "Blind deblurring of aerial and satellite RGB scenes blurred by a roughly Gaussian "
-              "point-spread function (defocus, atmosphere, optics): the MGSTNet paper's AIRS(+) setting "
-              "on the RSSCN7 scenes.",
+              "point-spread function (defocus, atmosphere, optics), with the noise of real sensors and "
+              "compressed images (std up to about 0.02 of the range): the MGSTNet paper's AIRS(+) "
+              "setting on the RSSCN7 scenes, trained over a range of noise levels.",
     "motion": "Blind deblurring of camera shake (motion blur up to about 30 px) and mild Gaussian blur "
               "in RGB or gray photographs, with noise up to 0.01.",
 }
@@ -86,10 +87,12 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
                                                 metrics["per_class"].items()) + ".\n"]
     if metrics.get("noise_levels"):
         lines += pretrained.noise_section(metrics["noise_levels"])
+    high = max(config.noise, config.noise_max)
     lines += ["## Limits\n",
               "Trained on a small budget on a CPU; a GPU run of the paper's configuration "
               "(`experiments/flags/airs.flags`) is larger and stronger. Blur outside the training "
-              "range (other kernel shapes, larger extents, stronger noise) is not covered.\n"]
+              f"range (other kernel shapes, larger extents, noise std above {high:g}) is not covered; "
+              "the CLI's deblur warns when an input's estimated noise lies outside it.\n"]
     return "\n".join(lines)
 
 
