@@ -52,7 +52,7 @@ def kernel_step(h, u, g, mu, boundary: str = "symmetric"):
     n_obs = u.shape[1] * u.shape[2] * u.shape[3]
     A = ops.Blur(h, boundary)
     grad = A.kernel_adjoint(u, A(u) - g) / n_obs
-    return h - _per_image(mu, h.ndim) * grad
+    return h - per_image(mu, h.ndim) * grad
 
 
 def image_step(u, h, g, rho, boundary: str = "symmetric"):
@@ -70,7 +70,7 @@ def image_step(u, h, g, rho, boundary: str = "symmetric"):
     True
     """
     A = ops.Blur(h, boundary)
-    return u - _per_image(rho, u.ndim) * A.adjoint(A(u) - g)
+    return u - per_image(rho, u.ndim) * A.adjoint(A(u) - g)
 
 
 def closed_form_image_step(z, h, g, beta, boundary: str = "symmetric", refine: int = 3):
@@ -104,7 +104,7 @@ def closed_form_image_step(z, h, g, beta, boundary: str = "symmetric", refine: i
     kh, kw = h.shape[-2:]
     dtype = jnp.promote_types(g.dtype, jnp.float32)
     z, g, h = z.astype(dtype), g.astype(dtype), h.astype(dtype)
-    b = _per_image(beta, 4).astype(dtype)
+    b = per_image(beta, 4).astype(dtype)
     if boundary == "circular":
         return _circular_solve(g, z, h, b, (0, 0), "circular")
     x = _circular_solve(g, z, h, b, (min(kh, H), min(kw, W)), boundary)
@@ -172,7 +172,7 @@ def normalize_kernel(h, eps: float = 1e-8):
     return jnp.where(total > eps, h / jnp.maximum(total, eps), uniform)
 
 
-def _per_image(step, ndim):
+def per_image(step, ndim):
     """A scalar step, or one step per image `[N]`, broadcast against an `ndim` array."""
     step = jnp.asarray(step)
     return step.reshape(step.shape + (1,) * (ndim - step.ndim)) if step.ndim else step

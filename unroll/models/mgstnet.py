@@ -92,9 +92,9 @@ def noise_gain(a, t):
     return jnp.exp(jnp.clip(a * t, -GAIN_LOG_BOUND, GAIN_LOG_BOUND))
 
 
-def _scaled(theta, scale):
-    """theta, or theta times a per-image `scale [N]` broadcast over NHWC (or [N, k, k]) values."""
-    return theta if scale is None else theta * scale
+def _scaled(theta, scale, ndim: int):
+    """theta, or theta times a per-image `scale [N]` broadcast against rank-`ndim` values."""
+    return theta if scale is None else theta * steps.per_image(scale, ndim)
 
 
 def _inverse_softplus(y: float) -> float:
@@ -119,7 +119,7 @@ class SoftThreshold(nnx.Module):
 
     def __call__(self, y, scale=None):
         """Soft(y, theta), with theta times `scale` (per image, broadcast against y) when given."""
-        return shrinkage.soft_threshold(y, _scaled(self.theta, _per_image(scale, y.ndim)))
+        return shrinkage.soft_threshold(y, _scaled(self.theta, scale, y.ndim))
 
 
 class GST(nnx.Module):
@@ -154,15 +154,10 @@ class GST(nnx.Module):
 
     def __call__(self, y, scale=None):
         """GST_p(y, theta), with theta times `scale` (per image, broadcast against y) when given."""
-        theta = _scaled(self.theta, _per_image(scale, y.ndim))
+        theta = _scaled(self.theta, scale, y.ndim)
         if self.grad == "implicit":
             return shrinkage.gst_implicit(y, theta, self.p, self.iterations, self.delta, self.solver)
         return _gst_recomputed(y, theta, self.p, self.iterations, self.delta, self.solver)
-
-
-def _per_image(scale, ndim: int):
-    """A per-image `scale [N]` shaped to broadcast against `[N, ...]` values of rank `ndim`."""
-    return None if scale is None else jnp.reshape(scale, (-1,) + (1,) * (ndim - 1))
 
 
 # The unrolled derivative, with the solver's steps recomputed in the backward pass rather than
@@ -291,7 +286,7 @@ class ImageProx(nnx.Module):
         pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
         x = jnp.pad(r, pads, mode="symmetric") if ph or pw else r
         if t is not None:
-            noise_map = jnp.broadcast_to(_per_image(t, 4), x.shape[:3] + (1,)).astype(x.dtype)
+            noise_map = jnp.broadcast_to(steps.per_image(t, 4), x.shape[:3] + (1,)).astype(x.dtype)
             x = jnp.concatenate([x, noise_map], axis=-1)
         features = self.extractor(x)
         if t is None:
