@@ -53,6 +53,8 @@ HELP = {
     "noise": "standard deviation of the added Gaussian noise",
     "noise_max": "if > 0, each training image's noise std is drawn from [noise, noise_max] "
                  "(evaluation keeps --noise)",
+    "noise_power": "with --noise_max: std = noise + (noise_max - noise) * U[0, 1] ** noise_power; "
+                   "1 draws it uniformly, 2 favours low noise (median at a quarter of the range)",
     "motion_prob": "probability of a random motion kernel instead of a Gaussian",
     "shake_prob": "probability of a camera-shake kernel from a random-acceleration trajectory "
                   "(kernels.shake) instead of a Gaussian; motion_prob + shake_prob <= 1",

@@ -79,6 +79,58 @@ def test_config_noise_max():
 
 
 # --------------------------------------------------------------------------------------------------
+# noise_power: how the per-image std is drawn within the range.
+
+
+def _drawn_stds(power, n=600, seed=0):
+    """The std Degradation adds to n black 48x48 images (blur of zero is zero: the output is noise)."""
+    deg = data.Degradation(3, (1.0, 1.0), (0.0, 0.04), noise_power=power)
+    rng = np.random.default_rng(seed)
+    zero = np.zeros((48, 48, 1), np.float32)
+    return np.array([float(np.std(deg(zero, rng)[0])) for _ in range(n)])
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0])
+def test_noise_power_draws_std_with_the_stated_distribution(power):
+    stds = _drawn_stds(power)
+    # P(std <= low + (high - low) t) = t ** (1 / power); compare the empirical CDF at a few points
+    # (2304 samples per image put each std within about 2 % of the drawn one).
+    for t in (0.1, 0.25, 0.5, 0.75):
+        expected = t ** (1 / power)
+        assert abs(np.mean(stds <= 0.04 * t) - expected) < 0.06, (t, expected)
+    assert stds.min() >= 0 and stds.max() <= 0.04 * 1.05
+
+
+def test_noise_power_one_is_the_uniform_draw_of_before():
+    a = data.Degradation(5, (1.0, 3.0), (0.01, 0.05), noise_power=1.0)
+    b = data.Degradation(5, (1.0, 3.0), (0.01, 0.05))
+    img = np.random.default_rng(3).random((24, 24, 3), dtype=np.float32)
+    for s in range(3):
+        np.testing.assert_array_equal(a(img, np.random.default_rng(s))[0], b(img, np.random.default_rng(s))[0])
+    # ...and a power other than 1 changes the draw (same rng, same kernel).
+    c = data.Degradation(5, (1.0, 3.0), (0.01, 0.05), noise_power=2.0)
+    assert not np.array_equal(a(img, np.random.default_rng(0))[0], c(img, np.random.default_rng(0))[0])
+
+
+def test_noise_power_reaches_the_training_pipeline(tmp_path):
+    root = str(_random_folder(tmp_path, size=(40, 40)))
+    low = _noise_stds(_take(iter(_train(root, patch_size=32, batch_size=8, noise=(0.0, 0.1),
+                                        noise_power=4.0)), 6))
+    flat = _noise_stds(_take(iter(_train(root, patch_size=32, batch_size=8, noise=(0.0, 0.1))), 6))
+    assert np.median(low) < 0.5 * np.median(flat)  # power 4: median std 0.1 * 0.5**4 ~ 0.006
+
+
+def test_config_noise_power():
+    Config(steps=1, noise_max=0.02, noise_power=2.0).validate()
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="--noise_power"):
+            Config(steps=1, noise_max=0.02, noise_power=bad).validate()
+    with pytest.raises(ValueError, match="noise_power"):
+        data.Degradation(3, (1.0, 1.0), (0.0, 0.1), noise_power=0.0)
+    assert Config.from_dict({"noise_max": 0.02}).noise_power == 1.0  # old config.json files load
+
+
+# --------------------------------------------------------------------------------------------------
 # gray_prob: gray crops for an RGB model.
 
 

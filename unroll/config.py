@@ -57,6 +57,7 @@ class Config:
     sigma_max: float = 4.0
     noise: float = 0.0
     noise_max: float = 0.0  # > 0: each training image's noise std ~ U[noise, noise_max]
+    noise_power: float = 1.0  # std = noise + (noise_max - noise) * U[0, 1] ** noise_power
     motion_prob: float = 0.0
     shake_prob: float = 0.0  # probability of a kernels.shake kernel (Gaussian: 1 - motion - shake)
     quantize: bool = False  # round the blurred images to 8 bits
@@ -131,6 +132,7 @@ class Config:
         need(self.noise >= 0, "noise", "must be >= 0")
         need(self.noise_max == 0 or self.noise_max >= self.noise, "noise_max",
              f"must be 0 (fixed noise) or >= --noise={self.noise}")
+        need(self.noise_power > 0, "noise_power", "must be > 0 (1: uniform; 2: more low noise)")
         need(0 <= self.motion_prob <= 1, "motion_prob", "must be in [0, 1]")
         need(0 <= self.shake_prob <= 1 and self.motion_prob + self.shake_prob <= 1 + 1e-9, "shake_prob",
              f"must be in [0, 1] with --motion_prob={self.motion_prob} + --shake_prob <= 1")

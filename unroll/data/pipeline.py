@@ -102,12 +102,14 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                        process_index: int | None = None, process_count: int | None = None,
                        num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
                        skip_bad: bool = False, gray_prob: float = 0.0, shake_prob: float = 0.0,
-                       quantize: bool = False, initial_kernels: bool = False):
+                       quantize: bool = False, initial_kernels: bool = False,
+                       noise_power: float = 1.0):
     """Infinite, seeded, checkpointable iterator of host batches for this process.
 
     Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
     "blurred", "sharp" `[B, P, P, C]` and "kernel" `[B, k, k]` (for a PairedFolder: its kernels, or
-    no "kernel" key when it has none). `noise` is a std or a `(low, high)` range drawn per image;
+    no "kernel" key when it has none). `noise` is a std or a `(low, high)` range drawn per image
+    (`noise_power` as in `Degradation`);
     `gray_prob` (channels=3, unpaired sources only) makes that fraction of the crops gray;
     `shake_prob` and `quantize` are those of `Degradation`. With `initial_kernels`, batches also
     carry "h0" `[B, k, k]`, `kernels.perturb` of each "kernel" (a paired source needs kernels/).
@@ -135,7 +137,7 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
         raise ValueError(f"gray_prob needs channels=3 (RGB), got channels={channels}")
     noise = tuple(noise) if isinstance(noise, (tuple, list)) else noise
     degradation = Degradation(kernel_size, tuple(sigma_range), noise, motion_prob, shake_prob,
-                              bool(quantize))
+                              bool(quantize), float(noise_power))
     source = open_source(source_or_dir, channels=channels, split="train", skip_bad=skip_bad)
     source = _drop_small(source, patch_size, skip_bad, "patch size")
     paired = _is_paired(source)

@@ -54,7 +54,7 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         noise=(config.noise, config.noise_max) if config.noise_max > 0 else config.noise,
         motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
         num_workers=config.num_workers, gray_prob=config.gray_prob, shake_prob=config.shake_prob,
-        quantize=config.quantize,
+        quantize=config.quantize, noise_power=config.noise_power,
         # A warm-started network trains from perturbed true kernels (the estimator is too slow to
         # run per crop) and is evaluated from the classical estimator's (`warm_start`).
         initial_kernels=config.kernel_init == "classical"))
