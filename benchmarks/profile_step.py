@@ -6,7 +6,10 @@
 Prints one JSON object per configuration: the step's wall time and, per category (convolution,
 dot, fft, reduce, elementwise, data movement, ...), the milliseconds per step summed over the
 operations of that kind, with their share of the summed total, and the ten most expensive
-operations. Operations can overlap on the CPU's threads, so the sums may exceed the wall time.
+operations; for JAX also GST's time and share (`gst_ms`, `gst_share`: its operations, forward and
+gradient, found by their name scope `unroll.shrinkage.SCOPE`; a fusion of GST with other work
+counts by the fraction of its operations that are GST's). Operations can overlap on the CPU's
+threads, so the sums may exceed the wall time.
 
 JAX: a `jax.profiler` trace of the jitted step, with XLA:CPU's per-operation trace events turned on
 (`--xla_cpu_enable_xprof_traceme`), read back with `jax.profiler.ProfileData`; each event is matched
@@ -37,10 +40,12 @@ import jax  # noqa: E402
 from benchmarks.train_step import CONFIGS, build_step, cpu_stage_unroll  # noqa: E402
 from unroll import hostmem  # noqa: E402
 from unroll.config import Config  # noqa: E402
+from unroll.shrinkage import SCOPE  # noqa: E402
 
 # Instructions whose events contain other events (their bodies are counted op by op).
 _CONTAINERS = ("while", "call", "conditional")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\b([a-z][\w\-]*)\(", re.M)
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
 def _computations(hlo: str) -> dict[str, str]:
@@ -84,25 +89,58 @@ def _classify_hlo(hlo: str) -> dict[str, str]:
     return out
 
 
-def _summarise(times: dict[str, float], categories: dict[str, str], steps: int, wall_s: float) -> dict:
+def _in_scope(op_name: str) -> bool:
+    """Whether an op_name path (`jit(step)/transpose(jvp(gst))/mul`, several joined by `;` when
+    XLA merged operations) has a component in GST's name scope."""
+    return any(part == SCOPE for name in op_name.split(";")
+               for part in re.split(r"[/()]", name))
+
+
+def _gst_fractions(hlo: str) -> dict[str, float]:
+    """{instruction name: the fraction of its work that is GST's} for every instruction of the
+    module: for a fusion, the share of the fused operations (those with an op_name) in GST's scope,
+    since XLA may fuse GST with the elementwise work around it; else 1 or 0 by its own op_name."""
+    computations = _computations(hlo)
+    out = {}
+    for line in hlo.splitlines():
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        called = re.search(r"calls=%?([\w.\-]+)", line)
+        if match.group(2) == "fusion" and called and called.group(1) in computations:
+            names = _OP_NAME.findall(computations[called.group(1)])
+        else:
+            names = _OP_NAME.findall(line)[:1]
+        out[match.group(1)] = sum(map(_in_scope, names)) / len(names) if names else 0.0
+    return out
+
+
+def _summarise(times: dict[str, float], categories: dict[str, str], steps: int, wall_s: float,
+               gst: dict[str, float] | None = None) -> dict:
     by_kind = collections.Counter()
     for name, us in times.items():
         by_kind[categories.get(name, "other")] += us
     total = sum(by_kind.values())
     top = sorted(times.items(), key=lambda kv: -kv[1])[:10]
-    return {
+    out = {
         "step_s": round(wall_s, 4),
         "summed_ops_ms": round(total / 1e3 / steps, 1),
         "by_kind_ms": {k: round(v / 1e3 / steps, 1) for k, v in by_kind.most_common()},
         "by_kind_share": {k: round(v / total, 3) for k, v in by_kind.most_common()},
         "top_ops_ms": {f"{n} ({categories.get(n, 'other')})": round(v / 1e3 / steps, 1) for n, v in top},
     }
+    if gst is not None:  # GST's operations, forward and gradient, against the summed op time
+        gst_us = sum(us * gst.get(name, 0.0) for name, us in times.items())
+        out["gst_ms"] = round(gst_us / 1e3 / steps, 2)
+        out["gst_share"] = round(gst_us / total, 4) if total else 0.0
+    return out
 
 
 def profile_jax(config: Config, steps: int) -> dict:
     step, state, batch, _, _ = build_step(config)
     compiled = step.lower(state, batch).compile()
-    categories = _classify_hlo(compiled.as_text())
+    hlo = compiled.as_text()
+    categories, gst = _classify_hlo(hlo), _gst_fractions(hlo)
     for _ in range(2):  # warm-up
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
@@ -122,7 +160,7 @@ def profile_jax(config: Config, steps: int) -> dict:
                 name = event.name
                 if name in categories and not name.startswith(_CONTAINERS):
                     times[name] += event.duration_ns / 1e3
-    return _summarise(times, categories, steps, wall)
+    return _summarise(times, categories, steps, wall, gst)
 
 
 def _torch_kind(name: str) -> str:
@@ -158,7 +196,7 @@ def profile_torch(config: Config, steps: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="demo,paper")
+    parser.add_argument("--configs", default="demo,shipped,paper")
     parser.add_argument("--paper_batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--no_torch", action="store_true")

@@ -4,8 +4,10 @@ benchmarks.ops on tiny sizes."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from benchmarks.profile_step import _classify_hlo
+from benchmarks.profile_step import _classify_hlo, _gst_fractions, _in_scope
+from unroll import shrinkage
 
 
 def test_profile_classifies_convolutions_ffts_reductions_and_transcendentals():
@@ -22,6 +24,35 @@ def test_profile_classifies_convolutions_ffts_reductions_and_transcendentals():
     assert set(_classify_hlo(jax.jit(jnp.exp).lower(x).compile().as_text()).values()) & {
         "convolution", "fft", "reduce"} == set()
     assert "elementwise: exp/log" in set(_classify_hlo(jax.jit(jnp.exp).lower(x).compile().as_text()).values())
+
+
+@pytest.mark.parametrize("grad", ["unrolled", "implicit"])
+def test_profile_attributes_gst_and_only_gst_to_its_share(grad):
+    """GST's operations (forward and gradient, either differentiation) carry its name scope in the
+    compiled module; a convolution beside it and a module without GST get none."""
+    op = shrinkage.gst if grad == "unrolled" else shrinkage.gst_implicit
+
+    def loss(x, w, theta):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(op(y, theta, 0.5) ** 2)
+
+    x = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 4)), jnp.float32)
+    w = jnp.ones((3, 3, 4, 4), jnp.float32) / 36
+    hlo = jax.jit(jax.grad(loss, argnums=(1, 2))).lower(x, w, jnp.float32(0.1)).compile().as_text()
+    fractions, kinds = _gst_fractions(hlo), _classify_hlo(hlo)
+    assert set(fractions) == set(kinds)
+    assert all(0.0 <= f <= 1.0 for f in fractions.values())
+    assert any(f > 0.5 for f in fractions.values())  # GST's fused kernels
+    assert all(fractions[n] == 0.0 for n, kind in kinds.items() if kind == "convolution")
+    plain = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(x) ** 2))).lower(x).compile().as_text()
+    assert set(_gst_fractions(plain).values()) <= {0.0}
+
+
+def test_gst_scope_matching_is_by_whole_component():
+    assert _in_scope("jit(step)/transpose(jvp(gst))/mul")
+    assert _in_scope("jit(step)/while/body/gst/pow;jit(step)/add")
+    assert not _in_scope("jit(step)/gst_threshold/mul")
+    assert not _in_scope("jit(step)/kernel_prox/conv")
 
 
 def test_gpu_check_runs_without_grain_and_dm_pix():
@@ -76,3 +107,16 @@ def test_ops_benchmark_prints_the_gst_and_power_figures():
                 "power_indep3_ms", "gst_implicit_grad_all_ms", "gst_halley_grad_all_ms"):
         assert figures[key] > 0, key
     assert figures["gst_full_size_kernels"] == 1 and figures["gst_halley_full_size_kernels"] == 1
+
+
+def test_report_headline_gives_gst_share_per_configuration():
+    from benchmarks.report import headline
+
+    sections = {"profile": {"result": {"demo": {"jax": {"gst_share": 0.031}},
+                                       "shipped": {"jax": {"gst_share": 0.052}}}},
+                "torch": {"result": {"shipped": {"jax_over_torch": 1.4}}}}
+    rows = dict(headline(sections))
+    assert rows["GST's share of the demo train step (profile)"] == "0.031"
+    assert rows["GST's share of the shipped train step (profile)"] == "0.052"
+    assert rows["shipped train step, JAX / eager PyTorch (images/s)"] == "1.4"
+    assert not any("soft threshold" in label for label in rows)

@@ -34,6 +34,11 @@ THRESHOLDS = ("gst", "soft")  # the shrinkage operators a prior can use: GST_p o
 GST_SOLVERS = ("fixed_point", "halley")  # how S of eq. (19) is found: eq. (20), or Halley on (I1)
 
 
+# The name scope of GST's operations in compiled HLO (their metadata op_name): benchmarks.profile_step
+# finds GST's share of a train step by it.
+SCOPE = "gst"
+
+
 def soft_threshold(y, theta):
     """Soft threshold `sgn(y) max(|y| - theta, 0)` (eq. 13), the prox of theta |x|.
 
@@ -127,8 +132,9 @@ def gst(y, theta, p, iterations: int = 3, delta: float = 1e-5, solver: str = "fi
     """
     if solver == "halley" and not delta > 0:
         raise ValueError(f"solver='halley' needs delta > 0, got {delta}")
-    keep, s = _gst_magnitude(y, theta, p, iterations, delta, solver)
-    return jnp.where(keep, jnp.sign(y) * jnp.maximum(s, 0), 0).astype(y.dtype)
+    with jax.named_scope(SCOPE):  # names its operations (and their gradients) in profiles
+        keep, s = _gst_magnitude(y, theta, p, iterations, delta, solver)
+        return jnp.where(keep, jnp.sign(y) * jnp.maximum(s, 0), 0).astype(y.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,11 +188,12 @@ def _gst_ift_fwd(y, theta, p, iterations, delta, solver):
 def _gst_ift_bwd(iterations, delta, solver, residuals, ct):
     del iterations, delta, solver  # the backward pass does not depend on how the root was found
     x, theta, p = residuals
-    d_y, d_theta, d_p = _exact_prox_derivatives(x, theta, p)
-    ct = ct.astype(d_y.dtype)
-    return ((ct * d_y).astype(x.dtype),
-            _sum_to_shape(ct * d_theta, theta.shape).astype(theta.dtype),
-            _sum_to_shape(ct * d_p, p.shape).astype(p.dtype))
+    with jax.named_scope(SCOPE):
+        d_y, d_theta, d_p = _exact_prox_derivatives(x, theta, p)
+        ct = ct.astype(d_y.dtype)
+        return ((ct * d_y).astype(x.dtype),
+                _sum_to_shape(ct * d_theta, theta.shape).astype(theta.dtype),
+                _sum_to_shape(ct * d_p, p.shape).astype(p.dtype))
 
 
 _gst_ift.defvjp(_gst_ift_fwd, _gst_ift_bwd)
