@@ -36,6 +36,41 @@ def test_tile_positions_cover_the_axis_inside_it(size, tile, overlap):
         tiling.tile_positions(size, tile, tile // 2 + 1)
 
 
+def test_fit_tile_keeps_the_tile_count_and_is_the_smallest_such_multiple():
+    rng = np.random.default_rng(0)
+    cases = [((2048, 2048), 512, 32), ((1000, 2048), 512, 32), ((300, 200), 512, 32)]
+    cases += [((int(rng.integers(40, 5000)), int(rng.integers(40, 5000))), int(t), int(o))
+              for t, o in zip(rng.choice([64, 128, 256, 512, 1024], 60), rng.choice([0, 8, 16, 32], 60))]
+    for shape, tile, overlap in cases:
+        fitted = tiling.fit_tile(shape, tile, overlap)
+        assert fitted <= tile and (fitted % tiling.TILE_MULTIPLE == 0 or fitted == tile)
+        assert 2 * overlap <= fitted
+        counts = [len(tiling.tile_positions(n, tile, overlap)) for n in shape]
+        assert [len(tiling.tile_positions(n, fitted, overlap)) for n in shape] == counts
+        smaller = (fitted - 1) // tiling.TILE_MULTIPLE * tiling.TILE_MULTIPLE  # the next multiple down
+        if smaller >= max(1, 2 * overlap):  # it would need another tile somewhere
+            assert [len(tiling.tile_positions(n, smaller, overlap)) for n in shape] != counts, \
+                (shape, tile, overlap, fitted)
+        # Never more pixels processed than with the requested side.
+        assert np.prod(counts) * fitted ** 2 <= np.prod(counts) * tile ** 2
+    # The case: a 2048 scene in 512 tiles processes 1.20x its pixels, not 1.56x.
+    assert tiling.fit_tile((2048, 2048), 512, 32) == 448
+    assert 25 * 448 ** 2 / 2048 ** 2 < 1.21
+
+
+def test_model_deblur_runs_fitted_tiles(model, monkeypatch):
+    shapes = []
+    predict = model.predict
+    monkeypatch.setattr(model, "predict", lambda t, noise=None: (shapes.append(t.shape), predict(t, noise))[1])
+    image = np.random.default_rng(1).random((170, 150, 3)).astype(np.float32)
+    restored, kernels = model.deblur(image, tile_size=128, tile_overlap=16)
+    # 128 px tiles take 2 x 2 tiles; 170 px in 2 tiles overlapping by 16 need only
+    # ceil((170 + 16) / 2) = 93 px, and 150 px 83: 96, the next multiple of 32.
+    assert tiling.fit_tile((170, 150), 128, 16) == 96
+    assert {s[1:3] for s in shapes} == {(96, 96)}
+    assert kernels.shape[:2] == (2, 2) and restored.shape == image.shape
+
+
 @pytest.mark.parametrize("shape,tile,overlap", [((70, 90), 32, 16), ((33, 200), 32, 12),
                                                 ((20, 45), 32, 8), ((64, 64), 16, 8)])
 def test_blending_weights_sum_to_one_and_skip_tile_borders(shape, tile, overlap):

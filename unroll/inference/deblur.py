@@ -217,6 +217,7 @@ def _deblur_streamed(model: Model, path: Path, out_image: Path, tile: int, overl
         return NotImplemented
     windows, source, stored, alpha = opened
     noise = scene_noise(windows) if noise is None else noise
+    tile = tiling.fit_tile(windows.shape[:2], tile, overlap)  # as Model.deblur: as many tiles, smaller
     predict_tile, global_k = model.tile_predictor(windows, tile, global_kernel, noise)
     kernels: list = []
     bands = tiling.tiled_bands(predict_tile, windows, tile, overlap, progress=True, kernels=kernels)

@@ -161,8 +161,9 @@ class Model:
         RGB. `kernel` is `[k, k]`, `[rows, cols, k, k]` per tile, or None for a model that
         estimates none. Non-finite values are a `ValueError`.
 
-        `tile_size=T` runs overlapping T x T tiles blended smoothly (each tile its own kernel, or one
-        kernel for the whole image with `global_kernel`); 0 runs the whole image at once.
+        `tile_size=T` runs overlapping tiles of at most T x T blended smoothly (each tile its own
+        kernel, or one kernel for the whole image with `global_kernel`): as many tiles as T needs,
+        each made as small as still covers the image (`tiling.fit_tile`); 0 runs the whole image.
 
         `noise`: the image's noise std on the [0, 1] scale (integer images too), if known. A
         noise-conditional model (`noise_conditional`) gets it as `sigma`; with None it estimates it
@@ -258,6 +259,7 @@ class Model:
         if not tile_size:
             restored, kernel = self.predict(image[None], noise)
             return np.asarray(restored[0]), None if kernel is None else np.asarray(kernel[0])
+        tile_size = tiling.fit_tile(image.shape[:2], tile_size, tile_overlap)  # as many tiles, smaller
         predict_tile, kernel = self.tile_predictor(image, tile_size, global_kernel, noise)
         result = tiling.deblur_tiled(predict_tile, image, tile_size, tile_overlap, progress=progress)
         return result.image, result.kernels if kernel is None else kernel
