@@ -20,6 +20,7 @@ flags.DEFINE_string("workdir", None, "trained workdir to export")
 flags.DEFINE_enum("name", None, ["aerial", "motion"], "name of the shipped model")
 flags.DEFINE_string("command", "", "the command that trained it (for the card)")
 flags.DEFINE_float("train_minutes", 0.0, "its training time on the machine below (for the card)")
+flags.DEFINE_string("limits", "", "known failures measured on data beside the test set (for the card)")
 flags.DEFINE_string("machine", "2-core CPU (no GPU), JAX on XLA:CPU", "where it was trained")
 flags.mark_flags_as_required(["workdir", "name"])
 
@@ -41,13 +42,18 @@ DATA = {
 }
 
 
-def card(name: str, config, metrics: dict, command: str, minutes: float, machine: str) -> str:
+def card(name: str, config, metrics: dict, command: str, minutes: float, machine: str,
+         limits: str = "") -> str:
     kinds = [f"`unroll.kernels.{kind}` with probability {p}" for kind, p in
              (("motion", config.motion_prob), ("shake", config.shake_prob)) if p]
     blur = (f"Random camera-shake kernels ({', '.join(kinds)}; extent up to {config.kernel_size - 1} px), "
             "else isotropic Gaussians" if kinds else "Isotropic Gaussians")
     noise = (f"white Gaussian noise, std drawn per image in [{config.noise}, {config.noise_max}]"
              if config.noise_max else f"white Gaussian noise, std {config.noise}")
+    if config.noise_max and config.noise_power != 1:
+        noise += (f" as {config.noise} + {config.noise_max - config.noise:g} U^{config.noise_power:g}, "
+                  f"U uniform in [0, 1] (more low noise: half the draws below "
+                  f"{config.noise + (config.noise_max - config.noise) * 0.5 ** config.noise_power:.4g})")
     if config.quantize:
         noise += ", then 8-bit quantisation"
     lines = [
@@ -93,6 +99,8 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
               "(`experiments/flags/airs.flags`) is larger and stronger. Blur outside the training "
               f"range (other kernel shapes, larger extents, noise std above {high:g}) is not covered; "
               "the CLI's deblur warns when an input's estimated noise lies outside it.\n"]
+    if limits:
+        lines += [limits.strip() + "\n"]
     return "\n".join(lines)
 
 
@@ -100,7 +108,7 @@ def run(argv):
     no_positional_arguments(argv)
 
     folder = pretrained.export(FLAGS.workdir, FLAGS.name, card=lambda config, metrics: card(
-        FLAGS.name, config, metrics, FLAGS.command, FLAGS.train_minutes, FLAGS.machine))
+        FLAGS.name, config, metrics, FLAGS.command, FLAGS.train_minutes, FLAGS.machine, FLAGS.limits))
     size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     print(f"wrote {folder} ({size:.2f} MB)")
 

@@ -178,6 +178,40 @@ def test_shipped_model_restores_an_unseen_image(name):
         assert needed in card, needed
 
 
+def _photo_gains(noise: float) -> dict[str, float]:
+    """`aerial`'s PSNR gain on the built-in test photographs (160x160, Gaussian blur sigma drawn in
+    [1, 3], white noise of std `noise`), by file name."""
+    model = unroll.load("aerial")
+    rng = np.random.default_rng(11)
+    gains = {}
+    for sample in data.builtin_samples("test", 3)[:3]:
+        sharp = sample["image"][:160, :160]
+        blurred = data.blur_host(sharp, kernels.gaussian(15, float(rng.uniform(1.0, 3.0))))
+        blurred = (blurred + noise * rng.standard_normal(sharp.shape)).astype(np.float32)
+        restored = np.clip(model.deblur(blurred)[0], 0, 1)
+        gains[sample["name"]] = float(metrics.psnr(restored, sharp)[0]
+                                      - metrics.psnr(np.clip(blurred, 0, 1), sharp)[0])
+    return gains
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.01, 0.02])
+def test_shipped_aerial_at_sensor_noise_levels(noise):
+    """Issue 34: trained on noise std 0 to 0.025, `aerial` gains on unseen photographs at sensor
+    noise levels (the AIRS(+) model trained at 1e-3 alone lost 5.7-12.6 dB on all three at 0.01 and
+    0.02). moon, at 0 and 0.01, is the known failure its card states (the test below)."""
+    gains = _photo_gains(noise)
+    assert gains["chelsea.png"] > 1.0 and gains["coins.png"] > 1.0, gains
+    if noise >= 0.02:
+        assert gains["moon.png"] > 0.2, gains
+
+
+@pytest.mark.xfail(strict=True, reason="known failure stated in aerial's model card: the smooth, "
+                                       "low-contrast moon photograph ends below its input")
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+def test_shipped_aerial_known_failure_moon(noise):
+    assert _photo_gains(noise)["moon.png"] > 0.0
+
+
 def test_cli_deblurs_and_evaluates_with_a_shipped_model(tmp_path):
     name = pretrained.available()[0]
     config = pretrained.load_config(name)
