@@ -80,6 +80,7 @@ def _checkpoint_config(workdir: Path):
         if saved is None:
             raise CheckpointError(f"no {FLAGS.checkpoint} checkpoint in {workdir}: train there "
                                   "first (--mode=train)")
+        _refuse_training_noise(saved)
         config = config_from_flags(base=saved).validate()
         checkpoints.check_compatible(config, FLAGS.checkpoint)
     return config
@@ -90,6 +91,7 @@ def _pretrained_config():
     from unroll import pretrained
 
     saved = pretrained.load_config(FLAGS.pretrained)
+    _refuse_training_noise(saved)
     config = config_from_flags(base=saved).validate()
     changed = [k for k, v in saved.model_signature().items() if config.model_signature()[k] != v]
     if changed or config.model != saved.model:
@@ -115,6 +117,19 @@ def _noise_levels() -> list[float]:
         raise ConfigError(f"--noise_levels={','.join(FLAGS.noise_levels)}: each must be a noise std "
                           ">= 0 on the [0, 1] scale")
     return levels
+
+
+def _refuse_training_noise(saved):
+    """In deblur mode, --noise / --noise_max that differ from the model's are a user mistaking them
+    for the inputs' noise: say so (before validating them against each other, whose message would
+    not name --image_noise)."""
+    if FLAGS.mode != "deblur":
+        return
+    for name in ("noise", "noise_max"):
+        if FLAGS[name].present and FLAGS[name].value != getattr(saved, name):
+            raise ConfigError(f"--{name}={FLAGS[name].value} is the noise the model was trained "
+                              f"with ({getattr(saved, name)}); give the inputs' noise std as "
+                              "--image_noise")
 
 
 def _image_noise(saved, config) -> float | None:
