@@ -132,15 +132,9 @@ def _refuse_training_noise(saved):
                               "--image_noise")
 
 
-def _image_noise(saved, config) -> float | None:
-    """--image_noise for deblur (None: estimate per input). --noise and --noise_max describe the
-    training data, so in deblur mode they may not differ from the checkpoint's (they set the range
-    the inputs' noise is checked against)."""
-    for name in ("noise", "noise_max"):
-        if getattr(config, name) != getattr(saved, name):
-            raise ConfigError(f"--{name}={getattr(config, name)} is the noise the model was trained "
-                              f"with ({getattr(saved, name)}); give the inputs' noise std as "
-                              "--image_noise")
+def _image_noise() -> float | None:
+    """--image_noise for deblur (None: estimate per input). (--noise and --noise_max describe the
+    training data: `_refuse_training_noise` keeps them at the model's.)"""
     if FLAGS.image_noise == -1:
         return None
     if not 0 <= FLAGS.image_noise < float("inf"):
@@ -186,7 +180,7 @@ def run(argv):
     from unroll.inference import deblur
 
     model = unroll.load(workdir, FLAGS.checkpoint)
-    noise = _image_noise(model.config, config)
+    noise = _image_noise()
     model.config = config  # the explicit flags that do not change the network (e.g. --bf16)
     deblur.deblur_files(model, FLAGS.input, FLAGS.output_dir or workdir / "deblurred",
                         overwrite=FLAGS.overwrite, tile_size=FLAGS.tile_size,
@@ -199,7 +193,7 @@ def _run_pretrained(levels):
 
     config = _pretrained_config()
     model = pretrained.load(FLAGS.pretrained)
-    noise = _image_noise(model.config, config) if FLAGS.mode == "deblur" else None
+    noise = _image_noise() if FLAGS.mode == "deblur" else None
     model.config = config
     workdir = Path(FLAGS.workdir) if FLAGS["workdir"].present else None
     if FLAGS.mode == "eval":
