@@ -167,7 +167,7 @@ def run_reporting_user_errors(run_fn, argv):
         logging.set_verbosity(logging.WARNING)
     try:
         if "imports" in FLAGS:  # before the run: a registered model is then known everywhere
-            import_modules(FLAGS.imports)
+            import_modules(FLAGS["imports"].value)  # not FLAGS.imports: that raises when unparsed
         run_fn(argv)
     except Exception as exc:
         if isinstance(exc, _loaded(_MACHINE_ERRORS)):  # the machine's fault (a full disk), not the user's

@@ -6,12 +6,22 @@ import sys
 
 import pytest
 
-from experiments.common import UsageError, run_reporting_user_errors
+from absl import flags
+
+from experiments.common import UsageError, define_config_flags, run_reporting_user_errors
 from unroll.atomic import FolderBusyError, WriteError
 from unroll.checkpoint import CheckpointError, CheckpointSaveError
 from unroll.config import ConfigError
 from unroll.data import DataError
 from unroll.train.workdir import WorkdirBusyError
+
+
+@pytest.fixture(autouse=True)
+def _config_flags_defined_not_parsed(monkeypatch):
+    """The state a worker is in after another test defined the Config flags and none parsed them;
+    whether these tests met it used to depend on the order xdist gave them."""
+    define_config_flags()
+    monkeypatch.setitem(flags.FLAGS.__dict__, "__flags_parsed", False)
 
 
 def _raising(exc):
