@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from absl import flags
 
 from experiments.common import UsageError, define_config_flags, run_reporting_user_errors
