@@ -44,6 +44,11 @@ HELP = {
                   "closed_form (the data term solved exactly by FFT, prior weight beta learned per stage)",
     "kernel_init": "initial kernel h_0: uniform (the paper's) or classical (unroll.classical's blind "
                    "estimate at inference; training starts from perturbed true kernels)",
+    "image_init": "initial image u_0: blurred (the input g, the paper's) or nonblind (g restored with "
+                  "h_0 by unroll.nonblind; needs --kernel_init=classical)",
+    "kernel_bank": "with --kernel_init=classical: train from this many pairs (true kernel, classical "
+                   "estimate) made once in the workdir (kernel_bank.npz, resumable); 0: perturbed true "
+                   "kernels (kernels.perturb)",
     "train_dir": "training images (folder, recursive), or a comma-separated list of folders where "
                  "builtin is the built-in samples; empty: built-in samples",
     "test_dir": "test images: a folder (blurred here) or blur/+sharp/ pairs; empty: built-in samples",

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 MATHS = ("unroll.ops", "unroll.shrinkage", "unroll.steps", "unroll.kernels", "unroll.metrics",
-         "unroll.nonblind", "unroll.wavelets", "unroll.noise")
+         "unroll.nonblind", "unroll.wavelets", "unroll.noise", "unroll.verdict")
 ABOVE_MATHS = ("unroll.models", "unroll.data", "unroll.train", "unroll.inference", "unroll.studies",
                "unroll.classical", "unroll.checkpoint", "unroll.config", "unroll.losses",
                "unroll.levin", "unroll.plots", "unroll.progress", "unroll.pretrained", "unroll.atomic",

@@ -45,6 +45,8 @@ class Config:
     # at inference, trained on perturbed true kernels).
     image_step: str = "gradient"
     kernel_init: str = "uniform"
+    image_init: str = "blurred"  # u_0: g (the paper's) or g restored with h_0 (unroll.nonblind)
+    kernel_bank: int = 0  # > 0: train from that many real classical estimates (unroll.classical.bank)
     # Beyond the paper (issue 34): step sizes and thresholds as learned functions of the noise level,
     # which the network estimates (unroll.noise) or is given (deblur(..., noise=)).
     noise_conditional: bool = False
@@ -88,7 +90,7 @@ class Config:
 
     def validate(self) -> "Config":
         from unroll.models import registry
-        from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS, IMAGE_STEPS, THRESHOLDS
+        from unroll.models.mgstnet import GST_GRADS, GST_SOLVERS, IMAGE_INITS, IMAGE_STEPS, THRESHOLDS
         from unroll.models.priors import IMAGE_PRIORS
         from unroll.ops import BOUNDARIES
 
@@ -117,6 +119,13 @@ class Config:
         need(self.boundary in BOUNDARIES, "boundary", f"must be one of {', '.join(BOUNDARIES)}")
         need(self.image_step in IMAGE_STEPS, "image_step", f"must be one of {', '.join(IMAGE_STEPS)}")
         need(self.kernel_init in KERNEL_INITS, "kernel_init", f"must be one of {', '.join(KERNEL_INITS)}")
+        need(self.image_init in IMAGE_INITS, "image_init", f"must be one of {', '.join(IMAGE_INITS)}")
+        need(self.image_init == "blurred" or self.kernel_init == "classical", "image_init",
+             "nonblind restores g with h_0: it needs --kernel_init=classical (the uniform h_0 is no blur "
+             "estimate)")
+        need(self.kernel_bank >= 0, "kernel_bank", "must be >= 0 (0: perturbed true kernels)")
+        need(self.kernel_bank == 0 or self.kernel_init == "classical", "kernel_bank",
+             "holds initial kernels for --kernel_init=classical")
         need(not self.noise_conditional or self.model == "mgstnet", "noise_conditional",
              f"is a variant of mgstnet, not of --model={self.model}")
         need(self.kernel_init == "uniform" or self.model == "mgstnet", "kernel_init",
@@ -159,7 +168,7 @@ class Config:
     # configuration without a field gets its default (`image_prior`: "paper", as before it existed).
     MODEL_FIELDS = ("model", "stages", "scales", "kernel_rcabs", "image_rcabs", "features",
                     "kernel_features", "kernel_size", "channels", "threshold", "kernel_prox", "boundary",
-                    "image_prior", "image_step", "noise_conditional")
+                    "image_prior", "image_step", "noise_conditional", "image_init")
     BASELINE_FIELDS = ("model", "scales", "features", "channels")
 
     def model_signature(self) -> dict:

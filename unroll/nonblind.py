@@ -181,13 +181,34 @@ def deconvolve(g, h, *, lam=LAM, alpha: float = ALPHA, beta_min: float = 1.0,
     lam = jnp.broadcast_to(jnp.asarray(lam, jnp.float32), (N,))
     if not bool(jnp.all(lam > 0)):
         raise ValueError(f"lam must be positive, got {lam}")
+    u = deconvolve_batch(g4, h, lam=lam, alpha=alpha, beta_min=beta_min, beta_max=beta_max,
+                         beta_rate=beta_rate, inner=inner, gamma=gamma, boundary=boundary,
+                         gst_iterations=gst_iterations)
+    return restore(u)
+
+
+def deconvolve_batch(g, h, *, lam=LAM, alpha: float = ALPHA, beta_min: float = 1.0,
+                     beta_max: float = 256.0, beta_rate: float = 2 * math.sqrt(2), inner: int = 3,
+                     gamma: float = 1.0, boundary: str = "unknown", gst_iterations: int = 6):
+    """`deconvolve` for `g [N, H, W, C]` and `h [N, kh, kw]` without its checks of values, so it
+    can be traced inside a jitted function (e.g. MGSTNet's u_0, `image_init="nonblind"`); the
+    options are `deconvolve`'s, the shapes are the caller's to get right.
+
+    >>> import jax, jax.numpy as jnp
+    >>> g, h = jnp.full((2, 16, 16, 3), 0.5), jnp.full((2, 5, 5), 1 / 25)
+    >>> u = jax.jit(deconvolve_batch)(g, h)  # a constant image is its own restoration
+    >>> u.shape, bool(jnp.allclose(u, 0.5, atol=1e-4))
+    ((2, 16, 16, 3), True)
+    """
+    N, H, W, C = g.shape
+    lam = jnp.broadcast_to(jnp.asarray(lam, jnp.float32), (N,))
     h = h / jnp.sum(h, axis=(-2, -1), keepdims=True)
-    gb = jnp.moveaxis(g4, -1, 1).reshape(N * C, H, W)
+    gb = jnp.moveaxis(g, -1, 1).reshape(N * C, H, W)
     hb = jnp.repeat(h, C, axis=0)
     lb = jnp.repeat(lam, C)
     u = _deconvolve(gb, hb, lb, jnp.asarray(betas(beta_min, beta_max, beta_rate)), float(gamma),
                     float(alpha), int(inner), boundary, int(gst_iterations))
-    return restore(jnp.moveaxis(u.reshape(N, C, H, W), 1, -1))
+    return jnp.moveaxis(u.reshape(N, C, H, W), 1, -1)
 
 
 @jax.jit

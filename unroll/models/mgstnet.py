@@ -30,8 +30,9 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
+from jax import lax
 
-from unroll import kernels, noise, ops, shrinkage, steps
+from unroll import kernels, noise, nonblind, ops, shrinkage, steps, verdict
 from unroll.models.blocks import REDUCTION, EncoderDecoder, Keys, RCABs, as_keys, conv, scale_widths
 
 # The image prox's shrinkage (eq. 18): GST_p (eqs. 19-20) or, for the ablation, the soft threshold.
@@ -48,6 +49,8 @@ SOLVER_ITERATIONS = {"fixed_point": 3, "halley": 1}
 # operator solved in closed form (`steps.closed_form_image_step`), which can undo a large blur in one
 # stage where a few gradient steps cannot.
 IMAGE_STEPS = ("gradient", "closed_form")
+# u_0: the blurred input (the paper's) or, beyond the paper, the non-blind restoration of g with h_0
+IMAGE_INITS = ("blurred", "nonblind")
 
 # Initial values of the learned scalars (see steps.py for the step-size scaling):
 #  * rho: the image step's Lipschitz constant is <= ||h||_1^2 = 1 for circular/zero boundaries (rho = 1
@@ -479,7 +482,8 @@ class MGSTNet(nnx.Module):
                  reduction: int = REDUCTION, gst_grad: str = "unrolled",
                  gst_solver: str = "fixed_point", stage_unroll: int = 1,
                  image_prox: ProxFactory | None = None, image_step: str = "gradient",
-                 noise_conditional: bool = False, *, rngs: nnx.Rngs | None = None):
+                 noise_conditional: bool = False, image_init: str = "blurred", *,
+                 rngs: nnx.Rngs | None = None):
         for name, value in (("stages", stages), ("scales", scales), ("channels", channels),
                             ("features", features), ("kernel_features", kernel_features),
                             ("reduction", reduction)):
@@ -497,6 +501,8 @@ class MGSTNet(nnx.Module):
         _check_gst_solver(gst_solver)
         check_image_step(image_step)
         check_stage_unroll(stage_unroll, remat)
+        if image_init not in IMAGE_INITS:
+            raise ValueError(f"image_init must be one of {IMAGE_INITS}, got {image_init!r}")
         rngs = as_keys(nnx.Rngs(0) if rngs is None else rngs)
         self.channels = channels
         self.kernel_size = kernel_size
@@ -505,6 +511,7 @@ class MGSTNet(nnx.Module):
         self.stage_unroll = stage_unroll
         self.image_step = image_step
         self.noise_conditional = noise_conditional
+        self.image_init = image_init
         # Built one by one (each its own random draws), then stacked into one module.
         graphdefs, states = zip(*(nnx.split(Stage(
             channels=channels, scales=scales, kernel_rcabs=kernel_rcabs, image_rcabs=image_rcabs,
@@ -525,6 +532,22 @@ class MGSTNet(nnx.Module):
         h0 = jnp.asarray(kernels.uniform(self.kernel_size), jnp.float32)
         return jnp.broadcast_to(h0, (n, self.kernel_size, self.kernel_size))
 
+    def initial_image(self, g, h0):
+        """u_0 for images `g [N, H, W, C]` and initial kernels `h0 [N, k, k]`: g itself (the paper's,
+        `image_init="blurred"`) or, with `image_init="nonblind"`, g restored with h_0 by
+        `unroll.nonblind` (clipped to [0, 1], no gradient: it depends on no parameter) for each
+        image where that restoration passes `unroll.verdict.passes`, g where it does not. From a warm
+        start, the first kernel step (eq. 11) then compares h_0 against a sharp estimate; from the
+        blurred g it pulls h_0 towards the identity, and a good h_0 is lost."""
+        if self.image_init == "blurred":
+            return g
+        g32, h32 = _at_least_float32(g), h0.astype(jnp.float32)
+        u0 = jnp.clip(nonblind.deconvolve_batch(g32, h32), 0.0, 1.0)
+        # Only a restoration that passes the no-reference check (`unroll.verdict`): from a failed
+        # estimate (rings beyond the input's range, or a diffuse kernel) the stages start from g.
+        ok = verdict.passes(g32, u0, h32)[:, None, None, None]
+        return lax.stop_gradient(jnp.where(ok, u0, g32)).astype(g.dtype)
+
     def noise_features(self, g, sigma=None):
         """t [N] of a noise-conditional network from the noise stds `sigma` (`[N]` or a scalar, on the
         images' [0, 1] scale), by default `unroll.noise.estimate_batch(g)`; None for the paper's."""
@@ -536,9 +559,10 @@ class MGSTNet(nnx.Module):
         return noise_feature(jnp.broadcast_to(sigma, g.shape[:1]))
 
     def __call__(self, g, h0=None, sigma=None) -> MGSTNetOutput:
-        """The K stages on `g [N, H, W, C]` from u_0 = g and h_0 = `h0` (`[N, k, k]` or `[k, k]`, a
-        kernel: nonnegative, summing to one, e.g. `steps.normalize_kernel(h)`), by default the
-        uniform kernel (the paper's; passing it gives bit for bit the same result).
+        """The K stages on `g [N, H, W, C]` from h_0 = `h0` (`[N, k, k]` or `[k, k]`, a kernel:
+        nonnegative, summing to one, e.g. `steps.normalize_kernel(h)`), by default the uniform
+        kernel (the paper's; passing it gives bit for bit the same result), and u_0 =
+        `initial_image(g, h_0)` (g itself unless `image_init="nonblind"`).
 
         `sigma`, for a noise-conditional network only: the images' noise stds (`[N]` or a scalar),
         by default estimated from `g` (`unroll.noise.estimate_batch`)."""
@@ -553,8 +577,9 @@ class MGSTNet(nnx.Module):
             if h0.shape[-2:] != (k, k) or h0.ndim not in (2, 3) or (h0.ndim == 3 and h0.shape[0] != g.shape[0]):
                 raise ValueError(f"h0 must be [{k}, {k}] or [{g.shape[0]}, {k}, {k}], got {h0.shape}")
             h0 = jnp.broadcast_to(h0, (g.shape[0], k, k)).astype(jnp.float32)
-        # h_0 (at least float32, like every kernel the stages return), u_0 = g.
-        h, u = h0.astype(_at_least_float32(g).dtype), g
+        # h_0 (at least float32, like every kernel the stages return), u_0 = g or its restoration.
+        h = h0.astype(_at_least_float32(g).dtype)
+        u = self.initial_image(g, h)
         graphdef, state = nnx.split(self.stages)
 
         def body(carry, stage_state):

@@ -74,7 +74,7 @@ def _build_mgstnet(config: Config, rngs: nnx.Rngs) -> MGSTNet:
                    kernel_prox=config.kernel_prox, remat=config.remat,
                    stage_unroll=config.stage_unroll, image_prox=image_prox,
                    image_step=config.image_step, noise_conditional=config.noise_conditional,
-                   rngs=rngs)
+                   image_init=config.image_init, rngs=rngs)
 
 
 def _full_size(images) -> tuple:
