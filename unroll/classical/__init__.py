@@ -9,6 +9,8 @@ Two solvers:
     restoration is worse than its input (`unroll.classical.check`), and `never_worse` (or
     `blind_deconvolve(..., fallback=True)`) retries smaller kernel sizes and in the end returns
     the input.
+  * For a warm-started MGSTNet: `unroll.classical.warm` (h_0 from the estimate at inference) and
+    `unroll.classical.bank` (real estimates made once, that training draws initial kernels from).
   * `solve` (`unroll.classical.unrolled`): MGSTNet's stages with fixed classical proximal operators
     (orthonormal Haar + GST_p), every parameter per iteration and tunable by jax.grad through the
     unrolled iterations (`unroll.classical.tuning`: `tune`, `make_training_pairs`), with the Haar

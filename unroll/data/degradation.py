@@ -91,6 +91,11 @@ class Degradation:
     def __call__(self, sharp: np.ndarray, rng: np.random.Generator):
         """(blurred, kernel) for a sharp `[H, W, C]` image; the rng draws kernel, then noise."""
         kernel = self.sample_kernel(rng)
+        return self.apply(sharp, kernel, rng), kernel
+
+    def apply(self, sharp: np.ndarray, kernel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`sharp` blurred by the given `kernel`, then this degradation's noise (drawn from `rng`)
+        and quantisation."""
         blurred = blur_host(sharp, kernel)
         nlo, nhi = self._noise_range()
         if nlo == nhi:
@@ -103,5 +108,5 @@ class Degradation:
             blurred += np.float32(sigma_n) * rng.standard_normal(blurred.shape, dtype=np.float32)
         if self.quantize:
             blurred = (np.round(np.clip(blurred, 0, 1) * 255) / 255).astype(np.float32)
-        return blurred, kernel
+        return blurred
 

@@ -48,6 +48,9 @@ class TrainTransform:
     initial_kernels: add "h0" = `kernels.perturb(kernel, rng)`, an initial kernel that errs as a
       classical blind estimator does, drawn after everything else from the same rng and in the
       crop's frame (for training a warm-started network). Off, nothing is drawn for it.
+    kernel_bank: with `initial_kernels`, draw (kernel, h0) from this `unroll.classical.bank.KernelBank`
+      instead (the estimator's real estimates of the kernel, made on other crops) and blur the crop
+      with that kernel (`Degradation.apply`: its noise and quantisation).
     """
 
     patch_size: int
@@ -55,12 +58,24 @@ class TrainTransform:
     paired: bool = False
     gray_prob: float = 0.0
     initial_kernels: bool = False
+    kernel_bank: object = None
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        if self.initial_kernels and self.kernel_bank is not None and not self.paired:
+            sharp = self._sharp(example, rng)
+            kernel, h0 = self.kernel_bank.draw(rng)
+            return {"blurred": self.degradation.apply(sharp, kernel, rng), "sharp": sharp,
+                    "kernel": kernel, "h0": h0}
         out = self._degrade(example, rng)
         if self.initial_kernels:
             out["h0"] = _kernels.perturb(out["kernel"], rng)
         return out
+
+    def _sharp(self, example: dict, rng: np.random.Generator) -> np.ndarray:
+        (sharp,) = _dihedral(_random_crop([example["image"]], self.patch_size, rng), rng)
+        if self.gray_prob > 0 and rng.random() < self.gray_prob:
+            sharp = _to_gray(sharp)
+        return sharp
 
     def _degrade(self, example: dict, rng: np.random.Generator) -> dict:
         if self.paired:
@@ -68,9 +83,7 @@ class TrainTransform:
             has_kernel = "kernel" in example
             out = _dihedral(crops + ([example["kernel"]] if has_kernel else []), rng)
             return dict(zip(("blurred", "sharp", "kernel"), out))
-        (sharp,) = _dihedral(_random_crop([example["image"]], self.patch_size, rng), rng)
-        if self.gray_prob > 0 and rng.random() < self.gray_prob:
-            sharp = _to_gray(sharp)
+        sharp = self._sharp(example, rng)
         blurred, kernel = self.degradation(sharp, rng)
         return {"blurred": blurred, "sharp": sharp, "kernel": kernel}
 
@@ -103,7 +116,7 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                        num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
                        skip_bad: bool = False, gray_prob: float = 0.0, shake_prob: float = 0.0,
                        quantize: bool = False, initial_kernels: bool = False,
-                       noise_power: float = 1.0):
+                       noise_power: float = 1.0, kernel_bank=None):
     """Infinite, seeded, checkpointable iterator of host batches for this process.
 
     Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
@@ -112,7 +125,9 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     (`noise_power` as in `Degradation`);
     `gray_prob` (channels=3, unpaired sources only) makes that fraction of the crops gray;
     `shake_prob` and `quantize` are those of `Degradation`. With `initial_kernels`, batches also
-    carry "h0" `[B, k, k]`, `kernels.perturb` of each "kernel" (a paired source needs kernels/).
+    carry "h0" `[B, k, k]`, `kernels.perturb` of each "kernel" (a paired source needs kernels/), or
+    with `kernel_bank` (an `unroll.classical.bank.KernelBank`, unpaired sources) kernel and h0
+    drawn from the bank.
     Pipeline: the source sliced `process_index::process_count` (disjoint shards), shuffled with a
     fresh order each epoch, repeated forever, randomly cropped / flipped / rotated and degraded per
     element (grain seeds each element from `seed` and its index, so batches do not depend on
@@ -158,7 +173,12 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
         raise DataError(f"process {process_index} of {process_count} gets no images from "
                         f"{source.root} ({len(source)} images)")
     ds = ds.shuffle(seed=_derive_seed(seed, 0)).repeat(None)  # shuffle reseeds every epoch
-    transform = TrainTransform(patch_size, degradation, paired, float(gray_prob), bool(initial_kernels))
+    if kernel_bank is not None and kernel_bank.kernel_size != kernel_size:
+        raise ValueError(f"the kernel bank holds {kernel_bank.kernel_size} px kernels, not {kernel_size}")
+    if kernel_bank is not None and paired:
+        raise DataError(f"a kernel bank blurs sharp images, but {source.root} holds blur/ and sharp/ pairs")
+    transform = TrainTransform(patch_size, degradation, paired, float(gray_prob), bool(initial_kernels),
+                               kernel_bank)
     ds = ds.random_map(transform, seed=_derive_seed(seed, 1, process_index))
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,

@@ -13,6 +13,7 @@ import jax
 
 from unroll import atomic, data, plots
 from unroll.checkpoint import Checkpoints
+from unroll.classical import bank
 from unroll.classical.warm import warm_start
 from unroll.config import Config, ConfigError
 from unroll.models import registry
@@ -46,6 +47,26 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             return _train(config, workdir, source, eval_set, mesh, checkpoints)
 
 
+def _kernel_bank(config, workdir, source):
+    """The `--kernel_bank` pairs, made in the workdir the first time (every process makes the same,
+    from the seed) and read back on a resumed run; None without one."""
+    if not config.kernel_bank:
+        return None
+    degradation = data.Degradation(
+        config.kernel_size, (config.sigma_min, config.sigma_max),
+        (config.noise, config.noise_max) if config.noise_max > 0 else config.noise,
+        config.motion_prob, config.shake_prob, config.quantize, config.noise_power)
+
+    def report(done, total):
+        print(f"kernel bank: {done}/{total} classical estimates", file=sys.stderr, flush=True)
+
+    try:
+        return bank.build(workdir / "kernel_bank.npz", data.open_source(source, channels=config.channels),
+                          degradation, config.kernel_bank, seed=config.seed, progress=report)
+    except ValueError as exc:
+        raise ConfigError(f"--kernel_bank={config.kernel_bank}: {exc}") from None
+
+
 def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
     total_steps, drop_step = config.schedule(len(source), jax.process_count())
     train_iter = iter(data.make_train_dataset(
@@ -55,9 +76,11 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
         num_workers=config.num_workers, gray_prob=config.gray_prob, shake_prob=config.shake_prob,
         quantize=config.quantize, noise_power=config.noise_power,
-        # A warm-started network trains from perturbed true kernels (the estimator is too slow to
-        # run per crop) and is evaluated from the classical estimator's (`warm_start`).
-        initial_kernels=config.kernel_init == "classical"))
+        # A warm-started network trains from perturbed true kernels or a bank of the estimator's
+        # real estimates (it is too slow to run per crop) and is evaluated from the estimator's
+        # own (`warm_start`).
+        initial_kernels=config.kernel_init == "classical",
+        kernel_bank=_kernel_bank(config, workdir, source)))
     graphdef, params = registry.build_split(config)
     tx, schedule = make_optimizer(config, total_steps, drop_step)
     state = init_state(params, tx, mesh)
