@@ -13,9 +13,11 @@
   PSNR gain over the blurred input. Reports the check's false negatives (a run more than 0.5 dB below
   its input that passes) and false positives (a run that fails the check but is not worse).
 * `evaluate` (a final check, never used to choose settings): `--scenes` random RSSCN7 *test* scenes,
-  whole (`--crop=0`), the same blur with motion kernels only and noise std exactly `--noise`; the
-  solver is given `--kernel_size` (0: the true size). Per scene the PSNR of the input, of the plain
-  solver and of the solver with its fallback (and which attempt it kept).
+  whole (`--crop=0`), the same blur with motion kernels only (`--generator=shake`: camera-shake
+  kernels, `unroll.kernels.shake`) and noise std exactly `--noise`; the solver is given
+  `--kernel_size` (0: the true size). Per scene the PSNR of the input, of the plain solver and of the
+  solver with its fallback (and which attempt it kept), and with `--checkpoint=DIR_OR_NAME` of a
+  network's `Model.deblur`.
 
 Measured (`--mode=evaluate` with its defaults: 20 whole 400x400 test scenes, 7 of them RGB, motion
 kernels of size 15-27, noise 0.005, solver kernel size 27; 531 s on a shared 2-core CPU, compilation
@@ -61,6 +63,10 @@ flags.DEFINE_float("noise", None, "noise std (calibrate: the largest of a unifor
                    "0.01 to calibrate, 0.005 to evaluate)")
 flags.DEFINE_float("rgb_share", 0.3, "share of RGB images (the rest are gray)")
 flags.DEFINE_float("gaussian_share", 0.2, "calibrate: share of Gaussian blurs")
+flags.DEFINE_enum("generator", "motion", ["motion", "shake"], "evaluate: the blur kernels' generator, "
+                  "unroll.kernels.motion or kernels.shake (camera-shake trajectories)")
+flags.DEFINE_string("checkpoint", "", "evaluate: also score a network, unroll.load(CHECKPOINT) (a workdir "
+                    "or a shipped model's name), through Model.deblur")
 flags.DEFINE_integer("batch", 4, "images per solver call")
 flags.DEFINE_integer("seed", 0, "seed of the scenes, crops and blur")
 FLAGS = flags.FLAGS
@@ -91,7 +97,9 @@ def _defaults():
             raise UsageError(f"--{name} must be in [0, 1], got {FLAGS[name].value}")
     return dict(mode=FLAGS.mode, scenes=scenes, crop=crop, blur_sizes=blur, noise=noise,
                 kernel_sizes=sizes if calibrate else [FLAGS.kernel_size], rgb_share=FLAGS.rgb_share,
-                gaussian_share=FLAGS.gaussian_share if calibrate else 0.0, seed=FLAGS.seed)
+                gaussian_share=FLAGS.gaussian_share if calibrate else 0.0, seed=FLAGS.seed,
+                generator="motion" if calibrate else FLAGS.generator,
+                checkpoint="" if calibrate else FLAGS.checkpoint)
 
 
 def _data_root() -> Path:
@@ -131,7 +139,8 @@ def make_examples(root: Path, config: dict):
             sharp = np.ascontiguousarray((sharp @ _luma())[..., None])
         size = int(rng.choice(np.arange(lo, hi + 1, 2)))
         if rng.random() < 1 - config["gaussian_share"]:
-            kernel = kernels.motion(size, rng)
+            generator = kernels.shake if config.get("generator") == "shake" else kernels.motion
+            kernel = generator(size, rng)
         else:
             kernel = kernels.gaussian(size, float(rng.uniform(1.0, 4.0)))
         kernel = np.asarray(kernel, np.float32)
@@ -213,7 +222,10 @@ def calibrate(examples, config, batch):
 def evaluate(examples, config, batch):
     import numpy as np
 
+    import unroll
     from unroll.classical import l0
+
+    model = unroll.load(config["checkpoint"]) if config["checkpoint"] else None  # a bad name fails now
 
     rows = [dict(name=ex["name"], blur_size=int(ex["kernel"].shape[0]),
                  channels=int(ex["blurred"].shape[-1]), psnr_input=score(ex["blurred"], ex["sharp"]))
@@ -232,21 +244,34 @@ def evaluate(examples, config, batch):
                                psnr_fallback=score(uf[j], examples[i]["sharp"]),
                                attempt=int(attempt[j]))
     seconds = time.time() - t0
-    gain = {m: np.array([r[f"psnr_{m}"] - r["psnr_input"] for r in rows]) for m in ("plain", "fallback")}
+    methods = ("plain", "fallback")
     summary = {"seconds": seconds}
+    if model is not None:
+        t0 = time.time()
+        for i, ex in enumerate(examples):
+            u, _ = model.deblur(ex["blurred"])
+            rows[i]["psnr_network"] = score(np.asarray(u).reshape(ex["blurred"].shape), ex["sharp"])
+        summary["network_seconds"] = time.time() - t0
+        methods += ("network",)
+    gain = {m: np.array([r[f"psnr_{m}"] - r["psnr_input"] for r in rows]) for m in methods}
     for m, d in gain.items():
         summary[m] = dict(mean_gain=float(d.mean()), worst_gain=float(d.min()),
                           below_input=int(np.sum(d < -FAIL_DB)))
-    lines = [f"# Never worse: {len(rows)} RSSCN7 test scenes, motion blur {config['blur_sizes']}, noise "
-             f"{config['noise']}, solver kernel size {config['kernel_sizes'][0] or 'true'}", "",
-             "| scene | blur | C | input | plain | fallback | attempt |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    network = "network" in methods
+    lines = [f"# Never worse: {len(rows)} RSSCN7 test scenes, {config['generator']} blur "
+             f"{config['blur_sizes']}, noise {config['noise']}, solver kernel size "
+             f"{config['kernel_sizes'][0] or 'true'}" + (f", network {config['checkpoint']}" if network else ""),
+             "", "| scene | blur | C | input | plain | fallback | attempt |" + (" network |" if network else ""),
+             "| --- " * (8 if network else 7) + "|"]
     lines += [f"| {r['name']} | {r['blur_size']} | {r['channels']} | {r['psnr_input']:.2f} | "
-              f"{r['psnr_plain']:.2f} | {r['psnr_fallback']:.2f} | {r['attempt']} |" for r in rows]
+              f"{r['psnr_plain']:.2f} | {r['psnr_fallback']:.2f} | {r['attempt']} |"
+              + (f" {r['psnr_network']:.2f} |" if network else "") for r in rows]
     lines += ["", "| method | mean gain dB | worst gain dB | scenes > 0.5 dB below input |",
               "| --- | --- | --- | --- |"]
     lines += [f"| {m} | {summary[m]['mean_gain']:+.2f} | {summary[m]['worst_gain']:+.2f} | "
-              f"{summary[m]['below_input']} |" for m in ("plain", "fallback")]
-    lines += ["", f"{seconds:.0f} s on this CPU (compilation included)"]
+              f"{summary[m]['below_input']} |" for m in methods]
+    lines += ["", f"{seconds:.0f} s on this CPU for the solver (compilation included)"
+              + (f", {summary['network_seconds']:.0f} s for the network" if network else "")]
     return rows, summary, lines
 
 

@@ -414,3 +414,46 @@ def test_never_worse_refuses_bad_flags_in_one_line(tmp_path, args, message):
     cmd = [sys.executable, "-m", "experiments.never_worse"] + [a.format(tmp=tmp_path) for a in args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_never_worse_scenes_take_the_camera_shake_generator(tmp_path):
+    """`--generator=shake` blurs the evaluation scenes with `kernels.shake`, not `kernels.motion`:
+    the same seed gives another kernel, each a kernel of a drawn size."""
+    from PIL import Image
+
+    from experiments import never_worse
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        (tmp_path / split / "field").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray((rng.random((80, 80, 3)) * 255).astype(np.uint8)).save(
+                tmp_path / split / "field" / f"{i}.jpg")
+    config = dict(mode="evaluate", scenes=2, crop=0, blur_sizes=[9, 13], noise=0.005, kernel_sizes=[13],
+                  rgb_share=0.5, gaussian_share=0.0, seed=0, checkpoint="")
+    shake = never_worse.make_examples(tmp_path, dict(config, generator="shake"))
+    motion = never_worse.make_examples(tmp_path, dict(config, generator="motion"))
+    # the first scene's size is drawn before its kernel, so both sets give it the same size
+    assert shake[0]["kernel"].shape == motion[0]["kernel"].shape
+    assert not np.allclose(shake[0]["kernel"], motion[0]["kernel"])
+    for ex in shake:
+        assert ex["kernel"].shape[0] in (9, 11, 13)
+        assert abs(float(ex["kernel"].sum()) - 1) < 1e-5 and (ex["kernel"] >= 0).all()
+
+
+def test_the_traceable_check_agrees_with_check_restoration():
+    """`unroll.verdict.passes` (jit) and `classical.check_restoration` give the same verdicts on
+    gray and RGB images of assorted contrast, with compact and diffuse kernels."""
+    from unroll import verdict
+
+    rng = np.random.default_rng(0)
+    passes = jax.jit(verdict.passes)
+    got, want = [], []
+    for channels in (1, 3):
+        for _ in range(6):
+            g = (rng.random((2, 48, 48, channels)) * rng.uniform(0.2, 1)).astype(np.float32)
+            u = (g * rng.uniform(0.5, 2.0)).astype(np.float32)
+            h = np.stack([kernels.motion(9, rng), kernels.uniform(9)]).astype(np.float32)
+            got += list(np.asarray(passes(g, u, h)))
+            want += list(classical.check_restoration(g, u, h, layout="NHWC").ok)
+    assert got == want and 0 < sum(want) < len(want)
