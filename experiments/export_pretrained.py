@@ -21,6 +21,8 @@ flags.DEFINE_enum("name", None, ["aerial", "motion"], "name of the shipped model
 flags.DEFINE_string("command", "", "the command that trained it (for the card)")
 flags.DEFINE_float("train_minutes", 0.0, "its training time on the machine below (for the card)")
 flags.DEFINE_string("limits", "", "known failures measured on data beside the test set (for the card)")
+flags.DEFINE_string("scores", "", "further scores measured beside the test split, markdown, each with its "
+                    "command (for the card), e.g. Levin et al. 2009")
 flags.DEFINE_string("machine", "2-core CPU (no GPU), JAX on XLA:CPU", "where it was trained")
 flags.mark_flags_as_required(["workdir", "name"])
 
@@ -30,7 +32,7 @@ PURPOSE = {
               "compressed images (std up to about 0.02 of the range): the MGSTNet paper's AIRS(+) "
               "setting on the RSSCN7 scenes, trained over a range of noise levels.",
     "motion": "Blind deblurring of camera shake (motion blur up to about 30 px) and mild Gaussian blur "
-              "in RGB or gray photographs, with noise up to 0.01.",
+              "in RGB or gray photographs.",
 }
 DATA = {
     "aerial": "RSSCN7 (Zou et al., IEEE GRSL 2015), `train/`: 560 Google Earth scenes of 400x400 px in "
@@ -42,8 +44,25 @@ DATA = {
 }
 
 
+def pipeline(config) -> list[str]:
+    """The card's section on a warm-started network's pipeline (none for the paper's start)."""
+    if config.kernel_init != "classical":
+        return []
+    start = ("u_0 is the input restored with that kernel (`unroll.nonblind`) where the restoration "
+             "passes the no-reference check of `unroll.verdict`, the input itself where it does not"
+             if config.image_init == "nonblind" else "u_0 is the input")
+    train = (f"a bank of {config.kernel_bank} pairs (true kernel, the estimator's estimate of it) made "
+             "once on training crops blurred by the same mix (`unroll.classical.bank`)"
+             if config.kernel_bank else "perturbed true kernels (`unroll.kernels.perturb`)")
+    return ["## Pipeline\n",
+            "Each image: the classical blind solver estimates the kernel from the luminance "
+            f"(`unroll.classical.estimate_kernel`, {config.kernel_size}x{config.kernel_size}); that is "
+            f"h_0, and {start}; then the network's stages. In training the initial kernels come from "
+            f"{train}.\n"]
+
+
 def card(name: str, config, metrics: dict, command: str, minutes: float, machine: str,
-         limits: str = "") -> str:
+         limits: str = "", scores: str = "") -> str:
     kinds = [f"`unroll.kernels.{kind}` with probability {p}" for kind, p in
              (("motion", config.motion_prob), ("shake", config.shake_prob)) if p]
     blur = (f"Random camera-shake kernels ({', '.join(kinds)}; extent up to {config.kernel_size - 1} px), "
@@ -65,6 +84,7 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
         f"{config.kernel_features}), {config.kernel_rcabs} / {config.image_rcabs} RCABs, "
         f"{config.kernel_size}x{config.kernel_size} kernel, {config.channels} channels, GST_p shrinkage; "
         f"{metrics.get('num_params', 0):,} parameters (float32).\n",
+        *pipeline(config),
         "## Training data\n", DATA[name] + "\n",
         "## Degradation\n",
         f"{blur} (sigma in [{config.sigma_min}, {config.sigma_max}]), {config.kernel_size}x"
@@ -93,6 +113,8 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
                                                 metrics["per_class"].items()) + ".\n"]
     if metrics.get("noise_levels"):
         lines += pretrained.noise_section(metrics["noise_levels"])
+    if scores:
+        lines += ["## Further scores\n", scores.strip() + "\n"]
     high = max(config.noise, config.noise_max)
     lines += ["## Limits\n",
               "Trained on a small budget on a CPU; a GPU run of the paper's configuration "
@@ -108,7 +130,8 @@ def run(argv):
     no_positional_arguments(argv)
 
     folder = pretrained.export(FLAGS.workdir, FLAGS.name, card=lambda config, metrics: card(
-        FLAGS.name, config, metrics, FLAGS.command, FLAGS.train_minutes, FLAGS.machine, FLAGS.limits))
+        FLAGS.name, config, metrics, FLAGS.command, FLAGS.train_minutes, FLAGS.machine, FLAGS.limits,
+        FLAGS.scores))
     size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     print(f"wrote {folder} ({size:.2f} MB)")
 

@@ -234,3 +234,17 @@ def test_cli_deblurs_and_evaluates_with_a_shipped_model(tmp_path):
         bad = _cli(*args, f"--output_dir={tmp_path / 'bad'}")
         assert bad.returncode == 2 and expected in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_warm_started_models_card_describes_its_pipeline_and_further_scores():
+    from experiments.export_pretrained import card
+    from unroll.config import Config
+
+    scores = dict(psnr=26.0, ssim=0.6, rmse=12.0, psnr_input=24.0, ssim_input=0.5, rmse_input=16.0,
+                   kernel_mnc=0.8, num_images=3)
+    warm = Config(steps=1, kernel_init="classical", image_init="nonblind", kernel_bank=1024,
+                  shake_prob=0.5, motion_prob=0.3)
+    text = card("motion", warm, scores, "python -m ...", 60, "CPU", scores="Levin: 30.00 dB")
+    assert "## Pipeline" in text and "bank of 1024 pairs" in text and "unroll.verdict" in text
+    assert "## Further scores" in text and "Levin: 30.00 dB" in text
+    assert "## Pipeline" not in card("motion", Config(steps=1), scores, "", 0, "CPU")
