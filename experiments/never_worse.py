@@ -219,7 +219,10 @@ def calibrate(examples, config, batch):
     return rows, summary, lines
 
 
-def evaluate(examples, config, batch):
+def evaluate(examples, config, batch, earlier=None):
+    """Per scene the input, the plain solver, the solver with its fallback and, with a checkpoint,
+    the network. `earlier`: (rows, seconds) of an earlier run on the same scenes, whose solver
+    columns are reused (a network added to a finished evaluation does not rerun the solver)."""
     import numpy as np
 
     import unroll
@@ -230,8 +233,12 @@ def evaluate(examples, config, batch):
     rows = [dict(name=ex["name"], blur_size=int(ex["kernel"].shape[0]),
                  channels=int(ex["blurred"].shape[-1]), psnr_input=score(ex["blurred"], ex["sharp"]))
             for ex in examples]
+    solver = ("psnr_plain", "psnr_fallback", "attempt")
+    if earlier is not None:
+        for row, old in zip(rows, earlier[0]):
+            row.update({key: old[key] for key in solver})
     t0 = time.time()
-    for idx in _batches(examples, batch):
+    for idx in ([] if earlier is not None else _batches(examples, batch)):
         by_size = {}
         for i in idx:  # the true size, or one size for all
             by_size.setdefault(config["kernel_sizes"][0] or rows[i]["blur_size"], []).append(i)
@@ -243,7 +250,7 @@ def evaluate(examples, config, batch):
                 rows[i].update(psnr_plain=score(u[j], examples[i]["sharp"]),
                                psnr_fallback=score(uf[j], examples[i]["sharp"]),
                                attempt=int(attempt[j]))
-    seconds = time.time() - t0
+    seconds = time.time() - t0 if earlier is None else earlier[1]
     methods = ("plain", "fallback")
     summary = {"seconds": seconds}
     if model is not None:
@@ -275,6 +282,22 @@ def evaluate(examples, config, batch):
     return rows, summary, lines
 
 
+def _earlier(workdir: Path, config: dict):
+    """(rows, solver seconds) of an earlier evaluation in `workdir` on the same scenes (its
+    configuration equal but for the checkpoint), or None."""
+    path = workdir / "evaluate.json"
+    if not path.exists():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = {k: v for k, v in earlier.get("config", {}).items() if k != "checkpoint"}
+    if same != {k: v for k, v in config.items() if k != "checkpoint"}:
+        return None
+    return earlier["rows"], float(earlier["summary"]["seconds"])
+
+
 def run(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags look like --name=value)")
@@ -285,8 +308,10 @@ def run(argv):
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     examples = make_examples(root, config)
-    step = calibrate if config["mode"] == "calibrate" else evaluate
-    rows, summary, lines = step(examples, config, FLAGS.batch)
+    if config["mode"] == "calibrate":
+        rows, summary, lines = calibrate(examples, config, FLAGS.batch)
+    else:
+        rows, summary, lines = evaluate(examples, config, FLAGS.batch, _earlier(workdir, config))
     (workdir / f"{config['mode']}.json").write_text(json.dumps(
         {"config": config, "summary": summary, "rows": rows}, indent=1))
     text = "\n".join(lines) + "\n"

@@ -457,3 +457,18 @@ def test_the_traceable_check_agrees_with_check_restoration():
             got += list(np.asarray(passes(g, u, h)))
             want += list(classical.check_restoration(g, u, h, layout="NHWC").ok)
     assert got == want and 0 < sum(want) < len(want)
+
+
+def test_never_worse_reuses_an_earlier_evaluation_of_the_same_scenes_only(tmp_path):
+    import json
+
+    from experiments import never_worse
+
+    config = dict(mode="evaluate", scenes=2, crop=0, blur_sizes=[15, 27], noise=0.005, kernel_sizes=[27],
+                  rgb_share=0.3, gaussian_share=0.0, seed=0, generator="shake", checkpoint="")
+    rows = [dict(name="a", psnr_plain=1.0, psnr_fallback=2.0, attempt=0)]
+    (tmp_path / "evaluate.json").write_text(json.dumps({"config": config, "summary": {"seconds": 7.0},
+                                                        "rows": rows}))
+    assert never_worse._earlier(tmp_path, dict(config, checkpoint="motion")) == (rows, 7.0)
+    assert never_worse._earlier(tmp_path, dict(config, noise=0.01)) is None
+    assert never_worse._earlier(tmp_path / "none", config) is None
