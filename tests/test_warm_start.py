@@ -228,3 +228,18 @@ def test_a_network_from_a_kernel_bank_and_a_nonblind_u0_trains_and_resumes(tmp_p
     results = train.train_and_evaluate(dataclasses.replace(config, steps=2), tmp_path)
     assert np.isfinite(results["psnr"])
     assert (tmp_path / "kernel_bank.npz").stat().st_mtime_ns == stamp  # read back, not rebuilt
+
+
+def test_the_image_path_of_a_nonblind_warm_start_is_the_network_with_its_own_kernels():
+    """--global_kernel's image path starts from the same u_0 as the network (g restored with h_0)."""
+    from unroll.inference.model import image_path
+
+    sharp = _natural()
+    h = kernels.motion(9, np.random.default_rng(0), length=4.0)
+    h0 = jnp.asarray(h)[None]
+    g = ops.blur(sharp, h0)
+    model = MGSTNet(**TINY, image_init="nonblind", rngs=nnx.Rngs(0))
+    out = model(g, h0)
+    np.testing.assert_allclose(np.asarray(image_path(model, g, tuple(out.kernels), None, h0)),
+                               np.asarray(out.images[-1]), atol=1e-5)
+    assert float(jnp.abs(image_path(model, g, tuple(out.kernels)) - out.images[-1]).max()) > 1e-3

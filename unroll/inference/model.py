@@ -25,17 +25,19 @@ NOISE_MARGIN = (0.25, 0.002)
 SCENE_NOISE_SIDE = 2048  # `scene_noise` reads at most this central crop of a stored scene
 
 
-def image_path(model: MGSTNet, g, stage_kernels, sigma=None):
+def image_path(model: MGSTNet, g, stage_kernels, sigma=None, h0=None):
     """MGSTNet's output image when stage k uses the given kernel h_k (`stage_kernels[k]`,
-    [N, k, k]) instead of its own estimate: IGDM (eq. 17) then IPMM (eq. 18) per stage, u_0 = g.
+    [N, k, k]) instead of its own estimate: IGDM (eq. 17) then IPMM (eq. 18) per stage, from u_0 =
+    `model.initial_image(g, h0)` (g itself unless the model restores g with a given h0).
     `sigma`: the noise std of a noise-conditional network (None: estimated from `g`).
 
-    With the kernels the network itself estimates on `g`, this is exactly `model(g).images[-1]`.
+    With the kernels the network itself estimates on `g` (from `h0`), this is exactly
+    `model(g, h0).images[-1]`.
     """
     t = model.noise_features(g, sigma)
     dtype = g.dtype
     g32 = g.astype(jnp.promote_types(dtype, jnp.float32))
-    u = g
+    u = g if h0 is None else model.initial_image(g, h0.astype(g32.dtype))
     if len(stage_kernels) != model.num_stages:
         raise ValueError(f"expected {model.num_stages} stage kernels, got {len(stage_kernels)}")
     for k, h in enumerate(stage_kernels):
@@ -68,7 +70,8 @@ class Model:
             lambda p, g, h0=None, sigma=None: _image_and_kernel(spec, _run(net(p), g, h0, sigma)))
         self._stage_kernels = jax.jit(
             lambda p, g, h0=None, sigma=None: tuple(_run(net(p), g, h0, sigma).kernels))
-        self._image_path = jax.jit(lambda p, g, ks, sigma=None: image_path(net(p), g, ks, sigma))
+        self._image_path = jax.jit(
+            lambda p, g, ks, sigma=None, h0=None: image_path(net(p), g, ks, sigma, h0))
 
     @property
     def module(self) -> nnx.Module:
@@ -141,14 +144,23 @@ class Model:
                        noise: float | None = None):
         """Per-stage kernels `[stages][1, k, k]` averaged over the `crops` most textured tiles (an
         average of nonnegative kernels that sum to one is again one); `noise` as in `deblur`."""
-        totals = None
+        return self._global_kernels(image, tile, crops, noise)[0]
+
+    def _global_kernels(self, image, tile: int, crops: int = GLOBAL_KERNEL_CROPS, noise=None):
+        """(`global_kernels`, the warm start's h_0 `[1, k, k]` averaged over the same crops, or None)."""
+        totals, h0_total = None, None
         positions = tiling.texture_crops(image, tile, crops)
         for top, left in positions:
             crop = jnp.asarray(tiling.crop_tile(image, top, left, tile))
+            h0 = self.initial_kernels(crop)
             ks = [np.asarray(k, np.float64) for k in self._stage_kernels(
-                self.params, crop, self.initial_kernels(crop), self.sigma(noise))]
+                self.params, crop, h0, self.sigma(noise))]
             totals = ks if totals is None else [t + k for t, k in zip(totals, ks)]
-        return tuple(jnp.asarray(t / len(positions), jnp.float32) for t in totals)
+            if h0 is not None:
+                h0 = np.asarray(h0, np.float64)
+                h0_total = h0 if h0_total is None else h0_total + h0
+        h0_mean = None if h0_total is None else jnp.asarray(h0_total / len(positions), jnp.float32)
+        return tuple(jnp.asarray(t / len(positions), jnp.float32) for t in totals), h0_mean
 
     def deblur(self, image, tile_size: int = 0, tile_overlap: int = 32, global_kernel: bool = False,
                progress: bool = False, noise: float | None = None):
@@ -250,9 +262,9 @@ class Model:
         if not self.is_mgstnet:
             raise ConfigError(f"--global_kernel needs a model whose image path takes a kernel "
                               f"(mgstnet), not {self.config.model}")
-        kernels = self.global_kernels(image, tile_size, noise=noise)
+        kernels, h0 = self._global_kernels(image, tile_size, noise=noise)
         sigma = noise if self.noise_conditional else None
-        return (lambda t: (self._image_path(self.params, jnp.asarray(t), kernels, sigma), None),
+        return (lambda t: (self._image_path(self.params, jnp.asarray(t), kernels, sigma, h0), None),
                 np.asarray(kernels[-1][0]))
 
     def _deblur(self, image, tile_size, tile_overlap, global_kernel, progress, noise):
