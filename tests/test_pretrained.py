@@ -172,7 +172,10 @@ def test_shipped_model_restores_an_unseen_image(name):
     fresh = Model(model.config, *registry.build_split(model.config))  # same network, untrained
     gain, fresh_gain = gain(model), gain(fresh)
     assert gain > 0.25, gain
-    assert fresh_gain < 0.25, fresh_gain  # the threshold above is one random weights do not reach
+    if model.config.kernel_init == "uniform":  # a warm start gains from the classical estimate alone
+        assert fresh_gain < 0.25, fresh_gain  # the threshold above is one random weights do not reach
+    else:
+        assert gain > fresh_gain, (gain, fresh_gain)  # training added to the pipeline's start
     card = (pretrained.ROOT / name / "MODEL_CARD.md").read_text()
     for needed in ("Training data", "Degradation", "Command", "Test scores"):
         assert needed in card, needed
@@ -237,14 +240,17 @@ def test_cli_deblurs_and_evaluates_with_a_shipped_model(tmp_path):
 
 
 def test_a_warm_started_models_card_describes_its_pipeline_and_further_scores():
-    from experiments.export_pretrained import card
-    from unroll.config import Config
-
-    scores = dict(psnr=26.0, ssim=0.6, rmse=12.0, psnr_input=24.0, ssim_input=0.5, rmse_input=16.0,
-                   kernel_mnc=0.8, num_images=3)
-    warm = Config(steps=1, kernel_init="classical", image_init="nonblind", kernel_bank=1024,
-                  shake_prob=0.5, motion_prob=0.3)
-    text = card("motion", warm, scores, "python -m ...", 60, "CPU", scores="Levin: 30.00 dB")
+    code = ("from experiments.export_pretrained import card\nfrom unroll.config import Config\n"
+            "s = dict(psnr=26.0, ssim=0.6, rmse=12.0, psnr_input=24.0, ssim_input=0.5, rmse_input=16.0, "
+            "kernel_mnc=0.8, num_images=3)\n"
+            "warm = Config(steps=1, kernel_init='classical', image_init='nonblind', kernel_bank=1024, "
+            "shake_prob=0.5, motion_prob=0.3)\n"
+            "print(card('motion', warm, s, 'python -m ...', 60, 'CPU', scores='Levin: 30.00 dB'))\n"
+            "print('=====')\nprint(card('motion', Config(steps=1), s, '', 0, 'CPU'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr  # a new interpreter: the entry point's flags would clash here
+    text, paper = out.stdout.split("=====")
     assert "## Pipeline" in text and "bank of 1024 pairs" in text and "unroll.verdict" in text
     assert "## Further scores" in text and "Levin: 30.00 dB" in text
-    assert "## Pipeline" not in card("motion", Config(steps=1), scores, "", 0, "CPU")
+    assert "## Pipeline" not in paper
+
