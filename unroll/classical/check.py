@@ -34,7 +34,7 @@ import dataclasses
 import numpy as np
 
 from unroll.classical.layout import as_batch, luminance
-from unroll.verdict import MAX_KERNEL_SPREAD, MAX_RANGE_RATIO, passes  # noqa: F401 (passes: re-exported)
+from unroll.verdict import MAX_KERNEL_SPREAD, MAX_RANGE_RATIO
 
 
 def range_ratio(g: np.ndarray, u: np.ndarray, k: int) -> float:
@@ -98,4 +98,3 @@ def check_restoration(g, u, h, *, layout: str | None = None) -> Verdict:
     score = np.maximum(feats["range_ratio"] / MAX_RANGE_RATIO,
                        feats["kernel_spread"] / MAX_KERNEL_SPREAD) - 1
     return Verdict(ok=score <= 0, score=score, features=feats)
-

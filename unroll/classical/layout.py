@@ -10,7 +10,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as `unroll.data.load_image` converts RGB
+from unroll.verdict import LUMA as _LUMA
+
+LUMA = np.array(_LUMA, np.float32)  # BT.601, as `unroll.data.load_image` converts RGB
 
 
 LAYOUTS = ("HW", "NHW", "HWC", "NHWC")
