@@ -542,11 +542,12 @@ class MGSTNet(nnx.Module):
         if self.image_init == "blurred":
             return g
         g32, h32 = _at_least_float32(g), h0.astype(jnp.float32)
-        u0 = jnp.clip(nonblind.deconvolve_batch(g32, h32), 0.0, 1.0)
+        u0 = nonblind.deconvolve_batch(g32, h32)
         # Only a restoration that passes the no-reference check (`unroll.verdict`): from a failed
         # estimate (rings beyond the input's range, or a diffuse kernel) the stages start from g.
+        # Checked before clipping, as the classical check: clipping would hide the ringing.
         ok = verdict.passes(g32, u0, h32)[:, None, None, None]
-        return lax.stop_gradient(jnp.where(ok, u0, g32)).astype(g.dtype)
+        return lax.stop_gradient(jnp.where(ok, jnp.clip(u0, 0.0, 1.0), g32)).astype(g.dtype)
 
     def noise_features(self, g, sigma=None):
         """t [N] of a noise-conditional network from the noise stds `sigma` (`[N]` or a scalar, on the
