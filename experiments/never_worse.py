@@ -7,11 +7,15 @@
 * `calibrate` (what the check's thresholds were chosen on): `--scenes` random RSSCN7 *train* scenes,
   a random `--crop`^2 window of each, gray or (with probability `--rgb_share`) RGB, blurred (symmetric
   boundary, as the training data) by an `unroll.kernels.motion` kernel of a random odd size in
-  `--blur_sizes` and random extent (or, with probability `--gaussian_share`, a Gaussian of sigma
-  U[1, 4]), noise std U[0, `--noise`], 8-bit quantised. Each image is deblurred with every estimated
-  kernel size in `--kernel_sizes` (no fallback); per run the check's features and verdict, and the
-  PSNR gain over the blurred input. Reports the check's false negatives (a run more than 0.5 dB below
-  its input that passes) and false positives (a run that fails the check but is not worse).
+  `--blur_sizes` and random extent (`--generator=shake`: `unroll.kernels.shake`; or, with
+  probability `--gaussian_share`, a Gaussian of sigma U[1, 4]), noise std U[0, `--noise`], 8-bit
+  quantised. Each image is deblurred with every estimated kernel size in `--kernel_sizes` (no
+  fallback): a number, or relative to the true blur's size, `true`, `true+8`, `true*0.7` (odd).
+  Per run the check's features and verdict, and the PSNR gain over the blurred input. Reports the
+  check's false negatives (a run more than 0.5 dB below its input that passes) and false positives
+  (a run that fails the check but is not worse), and the fallback simulated on these runs: per
+  image the first run in `--kernel_sizes` order that passes, else the input, for the check's
+  thresholds and a few others beside them.
 * `evaluate` (a final check, never used to choose settings): `--scenes` random RSSCN7 *test* scenes,
   whole (`--crop=0`), the same blur with motion kernels only (`--generator=shake`: camera-shake
   kernels, `unroll.kernels.shake`) and noise std exactly `--noise`; the solver is given
@@ -41,10 +45,13 @@ from absl import app, flags
 
 from experiments.common import UsageError, run_reporting_user_errors
 from unroll import hostmem
+from unroll.verdict import MAX_KERNEL_SPREAD, MAX_RANGE_RATIO
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "../shared/data/rsscn7"
 FAIL_DB = 0.5  # a restoration more than this below its input is a failure
+# calibrate: thresholds (max range ratio, max kernel spread) the simulated fallback is reported for
+THRESHOLD_GRID = ((1.4, 0.2), (1.4, 0.25), (1.4, 0.3), (1.5, 0.25), (1.5, 0.3))
 
 flags.DEFINE_enum("mode", None, ["calibrate", "evaluate"], "calibrate (train scenes) or evaluate "
                   "(test scenes)")
@@ -56,7 +63,8 @@ flags.DEFINE_integer("crop", None, "square crop of each scene, px; 0 = the whole
                      "to calibrate, 0 to evaluate)")
 flags.DEFINE_list("blur_sizes", None, "smallest,largest odd kernel size of the blur (default: 15,31 "
                   "to calibrate, 15,27 to evaluate)")
-flags.DEFINE_list("kernel_sizes", ["15", "21", "27", "31"], "calibrate: the estimated kernel sizes")
+flags.DEFINE_list("kernel_sizes", ["15", "21", "27", "31"], "calibrate: the estimated kernel sizes, "
+                  "in the fallback's order: odd numbers, or true, true+N, true*F (the blur's size)")
 flags.DEFINE_integer("kernel_size", 27, "evaluate: the kernel size given to the solver (0: the true "
                      "size)")
 flags.DEFINE_float("noise", None, "noise std (calibrate: the largest of a uniform range; default "
@@ -80,26 +88,67 @@ def _defaults():
     noise = FLAGS.noise if FLAGS.noise is not None else (0.01 if calibrate else 0.005)
     try:
         blur = [int(b) for b in blur]
-        sizes = [int(k) for k in FLAGS.kernel_sizes]
+        sizes = [window(k, blur[-1]) and k for k in FLAGS.kernel_sizes]
     except ValueError as exc:
-        raise UsageError(f"--blur_sizes and --kernel_sizes take odd integers: {exc}") from None
+        raise UsageError(f"--blur_sizes take odd integers and --kernel_sizes odd integers or true, "
+                         f"true+N, true*F: {exc}") from None
     if len(blur) != 2 or blur[0] > blur[1]:
         raise UsageError(f"--blur_sizes must be smallest,largest, got {FLAGS.blur_sizes}")
-    for k in blur + sizes + ([FLAGS.kernel_size] if FLAGS.kernel_size else []):
+    largest = max(window(k, blur[-1]) for k in sizes)
+    for k in blur + [window(k, b) for k in sizes for b in blur] + (
+            [FLAGS.kernel_size] if FLAGS.kernel_size else []):
         if k < 3 or k % 2 == 0:
             raise UsageError(f"kernel sizes must be odd integers >= 3, got {k}")
     if scenes < 1 or crop < 0 or FLAGS.batch < 1 or noise < 0:
         raise UsageError("--scenes and --batch must be >= 1, --crop and --noise >= 0")
-    if crop and crop < 2 * max(blur + sizes + [FLAGS.kernel_size]) + 40:
-        raise UsageError(f"--crop {crop} is too small for kernels up to {max(blur + sizes)}")
+    if crop and crop < 2 * max(blur + [largest, FLAGS.kernel_size]) + 40:
+        raise UsageError(f"--crop {crop} is too small for kernels up to {max(blur + [largest])}")
     for name in ("rgb_share", "gaussian_share"):
         if not 0 <= FLAGS[name].value <= 1:
             raise UsageError(f"--{name} must be in [0, 1], got {FLAGS[name].value}")
     return dict(mode=FLAGS.mode, scenes=scenes, crop=crop, blur_sizes=blur, noise=noise,
                 kernel_sizes=sizes if calibrate else [FLAGS.kernel_size], rgb_share=FLAGS.rgb_share,
                 gaussian_share=FLAGS.gaussian_share if calibrate else 0.0, seed=FLAGS.seed,
-                generator="motion" if calibrate else FLAGS.generator,
+                generator=FLAGS.generator,
                 checkpoint="" if calibrate else FLAGS.checkpoint)
+
+
+def window(spec, blur_size: int) -> int:
+    """The solver's kernel size for a `--kernel_sizes` entry and a blur of size `blur_size`: a number
+    as it is; `true`, `true+N` or `true*F` relative to the blur (odd, at least 3).
+
+    >>> window("27", 13), window("true", 13), window("true+8", 13), window("true*0.7", 19)
+    (27, 13, 21, 13)
+    """
+    spec = str(spec).strip()
+    if not spec.startswith("true"):
+        return int(spec)
+    rest = spec[len("true"):]
+    if not rest:
+        return blur_size
+    if rest[0] == "+":
+        return blur_size + int(rest[1:])
+    if rest[0] == "*":
+        return max(3, 2 * int(round((blur_size * float(rest[1:]) - 1) / 2)) + 1)
+    raise ValueError(f"{spec!r} is not true, true+N or true*F")
+
+
+def simulate_fallback(rows, order, max_range: float, max_spread: float) -> dict:
+    """The fallback on calibration runs: per image the gain of the first run in `order` (keys of
+    its "runs") that passes the check with these thresholds, 0 (the input) when none does.
+    -> mean_gain, worst_gain, below_input (> 0.5 dB below), kept (images not returned unchanged)."""
+    gains = []
+    for row in rows:
+        gain = 0.0
+        for key in order:
+            run = row["runs"].get(key)
+            if run and run["range_ratio"] <= max_range and run["kernel_spread"] <= max_spread:
+                gain = run["psnr"] - row["psnr_input"]
+                break
+        gains.append(gain)
+    gains = [float(g) for g in gains]
+    return dict(mean_gain=sum(gains) / len(gains), worst_gain=min(gains),
+                below_input=sum(g < -FAIL_DB for g in gains), kept=sum(g != 0.0 for g in gains))
 
 
 def _data_root() -> Path:
@@ -190,19 +239,25 @@ def calibrate(examples, config, batch):
     rows = [dict(name=ex["name"], blur_size=int(ex["kernel"].shape[0]), noise=ex["noise"],
                  channels=int(ex["blurred"].shape[-1]), psnr_input=score(ex["blurred"], ex["sharp"]),
                  runs={}) for ex in examples]
-    for k in config["kernel_sizes"]:
+    for spec in config["kernel_sizes"]:
         t0 = time.time()
-        for idx in _batches(examples, batch):
-            g = np.stack([examples[i]["blurred"] for i in idx])
-            u, h = l0.blind_deconvolve(g, k, layout="NHWC")
-            verdict = check_restoration(g, u, h, layout="NHWC")
-            for j, i in enumerate(idx):
-                run = {name: float(v[j]) for name, v in verdict.features.items()}
-                run.update(ok=bool(verdict.ok[j]), score=float(verdict.score[j]),
-                           psnr=score(u[j], examples[i]["sharp"]),
-                           kernel_mnc=float(metrics.mnc(h[j][None], examples[i]["kernel"][None])[0]))
-                rows[i]["runs"][str(k)] = run
-        print(f"kernel size {k}: {time.time() - t0:.0f} s", flush=True)
+        by_size = {}
+        for i, ex in enumerate(examples):
+            k = window(spec, int(ex["kernel"].shape[0]))
+            by_size.setdefault((ex["blurred"].shape, k), []).append(i)
+        for (_, k), members in by_size.items():
+            for start in range(0, len(members), batch):
+                idx = members[start:start + batch]
+                g = np.stack([examples[i]["blurred"] for i in idx])
+                u, h = l0.blind_deconvolve(g, k, layout="NHWC")
+                verdict = check_restoration(g, u, h, layout="NHWC")
+                for j, i in enumerate(idx):
+                    run = {name: float(v[j]) for name, v in verdict.features.items()}
+                    run.update(kernel_size=k, ok=bool(verdict.ok[j]), score=float(verdict.score[j]),
+                               psnr=score(u[j], examples[i]["sharp"]),
+                               kernel_mnc=float(metrics.mnc(h[j][None], examples[i]["kernel"][None])[0]))
+                    rows[i]["runs"][str(spec)] = run
+        print(f"kernel size {spec}: {time.time() - t0:.0f} s", flush=True)
     runs = [(r, run) for r in rows for run in r["runs"].values()]
     worse = [run["psnr"] < r["psnr_input"] - FAIL_DB for r, run in runs]
     passed = [run["ok"] for _, run in runs]
@@ -215,7 +270,19 @@ def calibrate(examples, config, batch):
              "", f"runs {len(runs)}, more than {FAIL_DB} dB below the input: {sum(worse)}",
              f"false negatives (worse, passed): {fn} ({summary['false_negative_rate']:.1%} of the worse)",
              f"false positives (not worse, failed): {fp} ({summary['false_positive_rate']:.1%} of the "
-             "others)"]
+             "others)", "",
+             f"The fallback simulated on these runs (sizes in the order {config['kernel_sizes']}, the "
+             "input when none passes):", "",
+             "| max range ratio | max kernel spread | mean gain dB | worst gain dB | images > 0.5 dB "
+             "below input | images restored |", "| --- | --- | --- | --- | --- | --- |"]
+    order = [str(k) for k in config["kernel_sizes"]]
+    summary["fallback"] = {}
+    for max_range, max_spread in THRESHOLD_GRID:
+        sim = simulate_fallback(rows, order, max_range, max_spread)
+        summary["fallback"][f"{max_range},{max_spread}"] = sim
+        mark = " (the check)" if (max_range, max_spread) == (MAX_RANGE_RATIO, MAX_KERNEL_SPREAD) else ""
+        lines.append(f"| {max_range}{mark} | {max_spread} | {sim['mean_gain']:+.2f} | {sim['worst_gain']:+.2f} "
+                     f"| {sim['below_input']} | {sim['kept']} of {len(rows)} |")
     return rows, summary, lines
 
 

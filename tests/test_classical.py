@@ -362,7 +362,7 @@ def test_check_passes_the_true_kernel_and_fails_a_wrong_one():
     u, he, attempt = classical.never_worse(g, good, np.pad(h, 6), 21, retry_sizes=())
     np.testing.assert_array_equal(u, good)
     assert attempt == 0
-    with pytest.raises(ValueError, match="smaller than kernel_size"):
+    with pytest.raises(ValueError, match="differ from kernel_size"):
         classical.never_worse(g, good, np.pad(h, 6), 21, retry_sizes=(21,))
 
 
@@ -399,6 +399,38 @@ def test_never_worse_keeps_the_first_retry_that_passes(monkeypatch):
     assert attempt.tolist() == [1, 1, 1, 0] and calls == [((4, 128, 128, 1), 7)]
     np.testing.assert_array_equal(u[:3], np.stack([g] * 3))
     np.testing.assert_array_equal(he[0], np.pad(kernels.delta(7), 7))
+
+
+def test_never_worse_retries_a_larger_window_first_and_crops_its_kernel(monkeypatch):
+    """A kernel that fills its window fails the check; the default first retry is a window 1.5x as
+    large, whose kernel comes back cropped to the given size about its centre of mass."""
+    from unroll import nonblind
+    from unroll.classical import l0
+
+    g, _, h = _photo()
+    good = np.asarray(nonblind.deconvolve(g, h))
+    k = h.shape[0]
+    assert classical.fallback_sizes(k)[0] == 13 == 2 * round((1.5 * k - 1) / 2) + 1
+    assert classical.fallback_sizes(27) == (41, 19, 13)
+    shifted = np.roll(np.pad(h, 6), (2, -1), axis=(0, 1))  # off-centre in a 21 x 21 window
+    calls = []
+
+    def retry(x, size, *args, **kwargs):
+        calls.append(size)
+        if x.shape[1] != good.shape[0]:
+            return jnp.asarray(x), jnp.asarray(kernels.delta(size)[None])
+        return jnp.asarray(good[None, ..., None]), jnp.asarray(shifted[None])
+
+    monkeypatch.setattr(l0, "blind_deconvolve", retry)
+    u, he, attempt = classical.never_worse(g, g, h, k, retry_sizes=(21, 7))  # h fills its window
+    assert calls == [21] and attempt == 1
+    np.testing.assert_array_equal(u, good)
+    np.testing.assert_allclose(he, h, atol=1e-7)  # recentred and cropped back to k x k
+    # a default retry larger than the image allows is skipped, not an error
+    calls.clear()
+    small = g[:2 * k + 6, :2 * k + 6]
+    classical.never_worse(small, small, h, k, retry_sizes=None)
+    assert calls and calls[0] < k
 
 
 @pytest.mark.parametrize("args, message", [
@@ -471,3 +503,25 @@ def test_never_worse_reuses_an_earlier_evaluation_of_the_same_scenes_only(tmp_pa
             "                  never_worse._earlier(root / 'none', config)]))\n")
     same, other, missing = json.loads(_fresh(code, tmp_path, json.dumps(config)))
     assert same == [rows, 7.0] and other is None and missing is None
+
+
+def test_never_worse_calibration_sizes_and_simulated_fallback():
+    """`--kernel_sizes` relative to the blur (true, true+N, true*F) and the fallback simulated on
+    calibration runs: the first run in order that passes the thresholds, else the input."""
+    import json
+
+    rows = [dict(psnr_input=20.0, runs={"a": dict(range_ratio=3.0, kernel_spread=0.1, psnr=10.0),
+                                        "b": dict(range_ratio=1.2, kernel_spread=0.22, psnr=25.0),
+                                        "c": dict(range_ratio=1.1, kernel_spread=0.1, psnr=19.0)}),
+            dict(psnr_input=30.0, runs={"a": dict(range_ratio=1.1, kernel_spread=0.1, psnr=33.0)})]
+    code = ("import sys, json\nfrom experiments import never_worse as nw\nrows = json.loads(sys.argv[1])\n"
+            "print(json.dumps([[nw.window(s, 13) for s in ('21', 'true', 'true+8', 'true*1.5', 'true*0.7')],\n"
+            "                  nw.simulate_fallback(rows, ['a', 'b', 'c'], 1.4, 0.2),\n"
+            "                  nw.simulate_fallback(rows, ['a', 'b', 'c'], 1.4, 0.25),\n"
+            "                  nw.simulate_fallback(rows, ['c'], 1.0, 0.2)]))\n")
+    sizes, strict, loose, none = json.loads(_fresh(code, json.dumps(rows)))
+    assert sizes == [21, 13, 21, 19, 9]
+    # strict: image 1 skips a (rings) and b (spread 0.22), keeps c (-1 dB); image 2 keeps a (+3 dB)
+    assert strict == dict(mean_gain=1.0, worst_gain=-1.0, below_input=1, kept=2)
+    assert loose == dict(mean_gain=4.0, worst_gain=3.0, below_input=0, kept=2)
+    assert none == dict(mean_gain=0.0, worst_gain=0.0, below_input=0, kept=0)
