@@ -187,8 +187,8 @@ def test_initial_kernels_estimate_the_blur_from_the_luminance():
     h = kernels.motion(9, rng, length=6.0)
     g = np.asarray(ops.blur(jnp.asarray(gray)[None, ..., None], jnp.asarray(h)[None]))
     rgb = np.repeat(g, 3, axis=-1)
-    h0 = warm.warm_start(Config(steps=1, kernel_size=9, kernel_init="classical"))(rgb)
-    assert h0.shape == (1, 9, 9) and abs(float(h0.sum()) - 1) < 1e-4
+    h0, trusted = warm.warm_start(Config(steps=1, kernel_size=9, kernel_init="classical"))(rgb)
+    assert h0.shape == (1, 9, 9) and abs(float(h0.sum()) - 1) < 1e-4 and trusted.shape == (1,)
     assert float(metrics.mnc(h0[0], h)[0]) > float(metrics.mnc(kernels.uniform(9), h)[0]) + 0.2
     # The luminance of a replicated gray image is the image up to float32 rounding.
     np.testing.assert_allclose(h0, warm.initial_kernels(g, 9), atol=2e-4)
@@ -202,8 +202,8 @@ def test_a_warm_started_closed_form_network_trains_evaluates_and_loads(tmp_path,
     from unroll.classical import warm as warm_module
 
     calls = []
-    original = warm_module.initial_kernels
-    monkeypatch.setattr(warm_module, "initial_kernels",
+    original = warm_module.initial_state
+    monkeypatch.setattr(warm_module, "initial_state",
                         lambda g, k, *a: calls.append(np.shape(g)) or original(g, k, *a))
     config = Config(stages=1, scales=1, kernel_rcabs=0, image_rcabs=0, features=4, kernel_features=4,
                     kernel_size=7, patch_size=32, batch_size=2, steps=2, learning_rate=1e-3,
@@ -250,3 +250,37 @@ def test_the_image_path_of_a_nonblind_warm_start_is_the_network_with_its_own_ker
     np.testing.assert_allclose(np.asarray(image_path(model, g, tuple(out.kernels), None, h0)),
                                np.asarray(out.images[-1]), atol=1e-5)
     assert float(jnp.abs(image_path(model, g, tuple(out.kernels)) - out.images[-1]).max()) > 1e-3
+
+
+def test_initial_kernels_retry_an_estimate_that_fills_its_window_in_a_larger_one():
+    """A blur nearly as large as the window: the estimate fills it and its restoration fails the
+    check; the retry in a 1.5x window passes, so its kernel, cropped back, is trusted (though in the
+    smaller window it would fail the spread bound), and it is at least as close to the truth.
+    Without `retry` the first estimate stays, untrusted; MGSTNet restores u_0 where trusted."""
+    from skimage import data as skdata
+
+    from unroll import nonblind
+    from unroll.classical import check_restoration
+
+    sharp = skdata.camera()[100:260, 150:310, None].astype(np.float32)[None] / 255
+    rng = np.random.default_rng(1)
+    h = kernels.motion(9, rng, length=8.0)
+    g = np.asarray(ops.blur(jnp.asarray(sharp), jnp.asarray(h)[None]))
+    g = (np.round(np.clip(g + 0.003 * rng.standard_normal(g.shape), 0, 1) * 255) / 255).astype(np.float32)
+    (first, first_ok), (retried, retried_ok) = warm.initial_state(g, 9, retry=False), warm.initial_state(g, 9)
+    np.testing.assert_array_equal(warm.initial_kernels(g, 9), retried)
+
+    def passes(h0, pad=0):
+        u = np.asarray(nonblind.deconvolve_batch(jnp.asarray(g), jnp.asarray(h0)))
+        return bool(check_restoration(g, u, np.pad(h0, ((0, 0), (pad, pad), (pad, pad))),
+                                      layout="NHWC").ok[0])
+
+    assert not passes(first) and first_ok.tolist() == [False]
+    assert retried_ok.tolist() == [True] and passes(retried, pad=2) and not passes(retried)
+    assert retried.shape == (1, 9, 9) and abs(float(retried.sum()) - 1) < 1e-5 and (retried >= 0).all()
+    assert float(metrics.mnc(retried[0], h)[0]) >= float(metrics.mnc(first[0], h)[0])
+    model = MGSTNet(**dict(TINY, kernel_size=9, channels=1), image_init="nonblind", rngs=nnx.Rngs(0))
+    restored = np.clip(np.asarray(nonblind.deconvolve_batch(jnp.asarray(g), jnp.asarray(retried))), 0, 1)
+    np.testing.assert_allclose(model.initial_image(jnp.asarray(g), jnp.asarray(retried), retried_ok),
+                               restored, atol=1e-5)
+    np.testing.assert_array_equal(model.initial_image(jnp.asarray(g), jnp.asarray(retried)), g)

@@ -25,10 +25,10 @@ NOISE_MARGIN = (0.25, 0.002)
 SCENE_NOISE_SIDE = 2048  # `scene_noise` reads at most this central crop of a stored scene
 
 
-def image_path(model: MGSTNet, g, stage_kernels, sigma=None, h0=None):
+def image_path(model: MGSTNet, g, stage_kernels, sigma=None, h0=None, trusted=None):
     """MGSTNet's output image when stage k uses the given kernel h_k (`stage_kernels[k]`,
     [N, k, k]) instead of its own estimate: IGDM (eq. 17) then IPMM (eq. 18) per stage, from u_0 =
-    `model.initial_image(g, h0)` (g itself unless the model restores g with a given h0).
+    `model.initial_image(g, h0, trusted)` (g itself unless the model restores g with a given h0).
     `sigma`: the noise std of a noise-conditional network (None: estimated from `g`).
 
     With the kernels the network itself estimates on `g` (from `h0`), this is exactly
@@ -37,7 +37,7 @@ def image_path(model: MGSTNet, g, stage_kernels, sigma=None, h0=None):
     t = model.noise_features(g, sigma)
     dtype = g.dtype
     g32 = g.astype(jnp.promote_types(dtype, jnp.float32))
-    u = g if h0 is None else model.initial_image(g, h0.astype(g32.dtype))
+    u = g if h0 is None else model.initial_image(g, h0.astype(g32.dtype), trusted)
     if len(stage_kernels) != model.num_stages:
         raise ValueError(f"expected {model.num_stages} stage kernels, got {len(stage_kernels)}")
     for k, h in enumerate(stage_kernels):
@@ -59,19 +59,20 @@ class Model:
         self.config, self.graphdef, self.params, self.step = config, graphdef, params, step
         spec = registry.spec(config)
         self.is_mgstnet = config.model == "mgstnet"
-        # h_0 from the classical solver (a warm start), or None: the network's own uniform h_0.
-        self._initial_kernels = warm_start(config) if self.is_mgstnet else None
+        # (h_0, trusted) from the classical solver (a warm start), or None: the uniform h_0.
+        self._warm_start = warm_start(config) if self.is_mgstnet else None
         # Noise-conditional MGSTNet takes the noise std as `sigma` (None: it estimates it itself).
         self.noise_conditional = config.noise_conditional
         net = lambda p: nnx.merge(graphdef, p)  # noqa: E731
-        self._apply = jax.jit(lambda p, g, h0=None, sigma=None: _run(net(p), g, h0, sigma))
+        self._apply = jax.jit(lambda p, g, h0=None, sigma=None, trusted=None:
+                              _run(net(p), g, h0, sigma, trusted))
         # Only the image and kernel leave the device (not every stage's intermediates).
-        self._predict = jax.jit(
-            lambda p, g, h0=None, sigma=None: _image_and_kernel(spec, _run(net(p), g, h0, sigma)))
-        self._stage_kernels = jax.jit(
-            lambda p, g, h0=None, sigma=None: tuple(_run(net(p), g, h0, sigma).kernels))
-        self._image_path = jax.jit(
-            lambda p, g, ks, sigma=None, h0=None: image_path(net(p), g, ks, sigma, h0))
+        self._predict = jax.jit(lambda p, g, h0=None, sigma=None, trusted=None: _image_and_kernel(
+            spec, _run(net(p), g, h0, sigma, trusted)))
+        self._stage_kernels = jax.jit(lambda p, g, h0=None, sigma=None, trusted=None: tuple(
+            _run(net(p), g, h0, sigma, trusted).kernels))
+        self._image_path = jax.jit(lambda p, g, ks, sigma=None, h0=None, trusted=None: image_path(
+            net(p), g, ks, sigma, h0, trusted))
 
     @property
     def module(self) -> nnx.Module:
@@ -80,9 +81,16 @@ class Model:
     def initial_kernels(self, g):
         """None for the network's own h_0, or h_0 `[N, k, k]` from the classical solver when the
         configuration asks for a warm start (`kernel_init="classical"`)."""
-        if self._initial_kernels is None:
-            return None
-        return jnp.asarray(self._initial_kernels(np.asarray(g, np.float32)))
+        return self.warm_start(g)[0]
+
+    def warm_start(self, g):
+        """(h_0 `[N, k, k]`, trusted `[N]`) of the warm start (`unroll.classical.warm.initial_state`:
+        the classical estimate, and whether its restoration passed the check), or (None, None)
+        for the network's own h_0."""
+        if self._warm_start is None:
+            return None, None
+        h0, trusted = self._warm_start(np.asarray(g, np.float32))
+        return jnp.asarray(h0), jnp.asarray(trusted)
 
     def sigma(self, noise: float | None, count: int = 1):
         """What the network gets as `sigma` for `count` images of noise std `noise`: `[count]` for a
@@ -131,14 +139,15 @@ class Model:
         """The network's full output on a batch `g [N, H, W, C]` (per-stage results for MGSTNet);
         `noise` as in `deblur`."""
         g = jnp.asarray(g)
-        return self._apply(self.params, g, self.initial_kernels(g), self.sigma(noise, g.shape[0]))
+        h0, trusted = self.warm_start(g)
+        return self._apply(self.params, g, h0, self.sigma(noise, g.shape[0]), trusted)
 
     def predict(self, image, noise: float | None = None):
         """`[1, H, W, C]` -> (restored [1, H, W, C], kernel [1, k, k] or None), on the device;
         `noise` as in `deblur`."""
         image = jnp.asarray(image)
-        return self._predict(self.params, image, self.initial_kernels(image),
-                             self.sigma(noise, image.shape[0]))
+        h0, trusted = self.warm_start(image)
+        return self._predict(self.params, image, h0, self.sigma(noise, image.shape[0]), trusted)
 
     def global_kernels(self, image: np.ndarray, tile: int, crops: int = GLOBAL_KERNEL_CROPS,
                        noise: float | None = None):
@@ -152,9 +161,9 @@ class Model:
         positions = tiling.texture_crops(image, tile, crops)
         for top, left in positions:
             crop = jnp.asarray(tiling.crop_tile(image, top, left, tile))
-            h0 = self.initial_kernels(crop)
+            h0, trusted = self.warm_start(crop)
             ks = [np.asarray(k, np.float64) for k in self._stage_kernels(
-                self.params, crop, h0, self.sigma(noise))]
+                self.params, crop, h0, self.sigma(noise), trusted)]
             totals = ks if totals is None else [t + k for t, k in zip(totals, ks)]
             if h0 is not None:
                 h0 = np.asarray(h0, np.float64)
@@ -299,10 +308,12 @@ def scene_noise(image, max_side: int = SCENE_NOISE_SIDE) -> float:
     return noise_estimator.estimate(image[top:top + max_side, left:left + max_side])
 
 
-def _run(net, g, h0, sigma):
-    """`net(g)` with MGSTNet's optional inputs h_0 and sigma where given (other models take `g` alone)."""
+def _run(net, g, h0, sigma, trusted=None):
+    """`net(g)` with MGSTNet's optional inputs h_0, sigma and trusted where given (other models take
+    `g` alone)."""
     args = () if h0 is None else (h0,)
-    return net(g, *args) if sigma is None else net(g, *args, sigma=sigma)
+    kwargs = {k: v for k, v in (("sigma", sigma), ("trusted", trusted)) if v is not None}
+    return net(g, *args, **kwargs)
 
 
 def _as_array(image):

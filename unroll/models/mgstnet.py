@@ -532,13 +532,15 @@ class MGSTNet(nnx.Module):
         h0 = jnp.asarray(kernels.uniform(self.kernel_size), jnp.float32)
         return jnp.broadcast_to(h0, (n, self.kernel_size, self.kernel_size))
 
-    def initial_image(self, g, h0):
+    def initial_image(self, g, h0, trusted=None):
         """u_0 for images `g [N, H, W, C]` and initial kernels `h0 [N, k, k]`: g itself (the paper's,
         `image_init="blurred"`) or, with `image_init="nonblind"`, g restored with h_0 by
         `unroll.nonblind` (clipped to [0, 1], no gradient: it depends on no parameter) for each
-        image where that restoration passes `unroll.verdict.passes`, g where it does not. From a warm
-        start, the first kernel step (eq. 11) then compares h_0 against a sharp estimate; from the
-        blurred g it pulls h_0 towards the identity, and a good h_0 is lost."""
+        image where that restoration passes `unroll.verdict.passes` (or, given `trusted [N]` bool,
+        where that says: the warm start's own verdict, `unroll.classical.warm.initial_state`), g
+        elsewhere. From a warm start, the first kernel step (eq. 11) then compares h_0 against a
+        sharp estimate; from the blurred g it pulls h_0 towards the identity, and a good h_0 is
+        lost."""
         if self.image_init == "blurred":
             return g
         g32, h32 = _at_least_float32(g), h0.astype(jnp.float32)
@@ -546,7 +548,10 @@ class MGSTNet(nnx.Module):
         # Only a restoration that passes the no-reference check (`unroll.verdict`): from a failed
         # estimate (rings beyond the input's range, or a diffuse kernel) the stages start from g.
         # Checked before clipping, as the classical check: clipping would hide the ringing.
-        ok = verdict.passes(g32, u0, h32)[:, None, None, None]
+        if trusted is None:
+            ok = verdict.passes(g32, u0, h32)[:, None, None, None]
+        else:
+            ok = jnp.broadcast_to(jnp.asarray(trusted, bool), g.shape[:1])[:, None, None, None]
         return lax.stop_gradient(jnp.where(ok, jnp.clip(u0, 0.0, 1.0), g32)).astype(g.dtype)
 
     def noise_features(self, g, sigma=None):
@@ -559,11 +564,11 @@ class MGSTNet(nnx.Module):
         sigma = noise.estimate_batch(g) if sigma is None else jnp.asarray(sigma, jnp.float32)
         return noise_feature(jnp.broadcast_to(sigma, g.shape[:1]))
 
-    def __call__(self, g, h0=None, sigma=None) -> MGSTNetOutput:
+    def __call__(self, g, h0=None, sigma=None, trusted=None) -> MGSTNetOutput:
         """The K stages on `g [N, H, W, C]` from h_0 = `h0` (`[N, k, k]` or `[k, k]`, a kernel:
         nonnegative, summing to one, e.g. `steps.normalize_kernel(h)`), by default the uniform
         kernel (the paper's; passing it gives bit for bit the same result), and u_0 =
-        `initial_image(g, h_0)` (g itself unless `image_init="nonblind"`).
+        `initial_image(g, h_0, trusted)` (g itself unless `image_init="nonblind"`).
 
         `sigma`, for a noise-conditional network only: the images' noise stds (`[N]` or a scalar),
         by default estimated from `g` (`unroll.noise.estimate_batch`)."""
@@ -580,7 +585,7 @@ class MGSTNet(nnx.Module):
             h0 = jnp.broadcast_to(h0, (g.shape[0], k, k)).astype(jnp.float32)
         # h_0 (at least float32, like every kernel the stages return), u_0 = g or its restoration.
         h = h0.astype(_at_least_float32(g).dtype)
-        u = self.initial_image(g, h)
+        u = self.initial_image(g, h, trusted)
         graphdef, state = nnx.split(self.stages)
 
         def body(carry, stage_state):

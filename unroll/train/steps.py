@@ -73,19 +73,24 @@ def make_train_step(graphdef, config: Config, tx, mesh):
 def make_predict(graphdef, bf16: bool = False, initial_kernels=None):
     """`(params, blurred [N, H, W, C]) -> model output`, jit-compiled (recompiles per image size).
 
-    `initial_kernels` (`warm_start(config)`): a host function giving h_0 for the images, passed to
-    the model (MGSTNet's warm start). Give it `distributed.local_copy(params)`: prediction runs on
-    one local device per process.
+    `initial_kernels` (`warm_start(config)`): a host function giving (h_0, trusted) for the images,
+    passed to the model (MGSTNet's warm start). Give it `distributed.local_copy(params)`: prediction
+    runs on one local device per process.
     """
-    def predict(params, g, *h0):
+    def predict(params, g, *warm):
+        kwargs = {} if not warm else dict(h0=warm[0], trusted=warm[1])
         if bf16:
             params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
-            return float32(nnx.merge(graphdef, params)(g.astype(jnp.bfloat16), *h0))
-        return nnx.merge(graphdef, params)(g, *h0)
+            return float32(nnx.merge(graphdef, params)(g.astype(jnp.bfloat16), **kwargs))
+        return nnx.merge(graphdef, params)(g, **kwargs)
     predict = jax.jit(predict)
     if initial_kernels is None:
         return predict
-    return lambda params, g: predict(params, g, jnp.asarray(initial_kernels(np.asarray(g))))
+
+    def warm_predict(params, g):
+        h0, trusted = initial_kernels(np.asarray(g))
+        return predict(params, g, jnp.asarray(h0), jnp.asarray(trusted))
+    return warm_predict
 
 
 # Stage-loop modes of `compile_seconds`: (remat, stage_unroll).
