@@ -24,11 +24,12 @@
   network's `Model.deblur`.
 
 Measured (`--mode=evaluate` with its defaults: 20 whole 400x400 test scenes, 7 of them RGB, motion
-kernels of size 15-27, noise 0.005, solver kernel size 27; 531 s on a shared 2-core CPU, compilation
-included): mean gain over the blurred input +0.93 dB plain (worst -14.26 dB, 6 scenes more than
-0.5 dB below the input), +1.88 dB with the fallback (worst +0.00 dB, none below). The price: 5
-scenes whose plain result gained 3.4-6.0 dB failed the check (false positives, as 51 % of the good
-runs in calibration) and, their retries at 19 and 13 failing too, were returned unchanged.
+kernels of size 15-27, noise 0.005, solver kernel size 27; 328 s on a 2-core CPU shared with a
+training run, compilation included): mean gain over the blurred input +0.76 dB plain (worst
+-14.26 dB, 7 scenes more than 0.5 dB below the input), +2.16 dB with the fallback (worst +0.00 dB,
+none below; one scene kept its first retry, at 41 px). The price: 4 scenes whose plain result
+gained 3.2-6.0 dB failed the check (false positives, as half the good runs in calibration) and,
+their retries failing too, were returned unchanged.
 
 Scores: PSNR of the luminance, clipped to [0, 1], by `unroll.levin.aligned_scores` with a 20 px crop and
 the best integer shift within +-5 px (a blind method may translate). Writes WORKDIR/<mode>.json
