@@ -3,9 +3,10 @@ Camera shake: the ``motion`` network beside the classical solver
 ================================================================
 
 A gray photograph blurred by a random camera-shake kernel (``unroll.kernels.motion``), restored by
-the shipped ``motion`` network (one forward pass; a gray image goes through the RGB network and
-comes back gray) and by the classical blind solver (``unroll.classical.blind_deconvolve``: an L0
-gradient prior for the kernel, coarse to fine, then non-blind deconvolution), told the kernel size.
+the shipped ``motion`` model (the classical solver's 31x31 kernel estimate as a warm start, then the
+network's stages; a gray image goes through the RGB network and comes back gray) and by the
+classical blind solver alone (``unroll.classical.blind_deconvolve``: an L0 gradient prior for the
+kernel, coarse to fine, then non-blind deconvolution), told the kernel size.
 """
 
 import time

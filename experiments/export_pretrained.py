@@ -32,7 +32,7 @@ PURPOSE = {
               "compressed images (std up to about 0.02 of the range): the MGSTNet paper's AIRS(+) "
               "setting on the RSSCN7 scenes, trained over a range of noise levels.",
     "motion": "Blind deblurring of camera shake (motion blur up to about 30 px) and mild Gaussian blur "
-              "in RGB or gray photographs.",
+              "in RGB or gray photographs, warm-started from the classical blind solver's kernel.",
 }
 DATA = {
     "aerial": "RSSCN7 (Zou et al., IEEE GRSL 2015), `train/`: 560 Google Earth scenes of 400x400 px in "
@@ -49,15 +49,18 @@ def pipeline(config) -> list[str]:
     if config.kernel_init != "classical":
         return []
     start = ("u_0 is the input restored with that kernel (`unroll.nonblind`) where the restoration "
-             "passes the no-reference check of `unroll.verdict`, the input itself where it does not"
+             "passes the no-reference check (`unroll.classical.check`, in-graph `unroll.verdict`), the "
+             "input itself where it does not"
              if config.image_init == "nonblind" else "u_0 is the input")
     train = (f"a bank of {config.kernel_bank} pairs (true kernel, the estimator's estimate of it) made "
              "once on training crops blurred by the same mix (`unroll.classical.bank`)"
              if config.kernel_bank else "perturbed true kernels (`unroll.kernels.perturb`)")
     return ["## Pipeline\n",
             "Each image: the classical blind solver estimates the kernel from the luminance "
-            f"(`unroll.classical.estimate_kernel`, {config.kernel_size}x{config.kernel_size}); that is "
-            f"h_0, and {start}; then the network's stages. In training the initial kernels come from "
+            f"(`unroll.classical.estimate_kernel`, {config.kernel_size}x{config.kernel_size}; an estimate "
+            "whose restoration fails the check is retried in a window 1.5x as large and cropped back, "
+            f"`unroll.classical.warm.initial_state`); that is h_0, and {start}; then the network's "
+            "stages. In training the initial kernels come from "
             f"{train}.\n"]
 
 

@@ -165,9 +165,8 @@ def test_shipped_model_restores_an_unseen_image(name):
     assert name in pretrained.available(), f"the package ships no {name!r} model"
     model = unroll.load(name)  # by name: no workdir, no network
     sharp, blurred = _unseen(name)
-    def gain(m):
-        return float(metrics.psnr(np.clip(m.deblur(blurred)[0], 0, 1), sharp)[0]
-                     - metrics.psnr(np.clip(blurred, 0, 1), sharp)[0])
+    def gain(m):  # aligned by the best integer shift: a blind method may translate (a warm start's kernel)
+        return _aligned_psnr(m.deblur(blurred)[0], sharp) - _aligned_psnr(blurred, sharp)
 
     fresh = Model(model.config, *registry.build_split(model.config))  # same network, untrained
     gain, fresh_gain = gain(model), gain(fresh)
@@ -254,3 +253,46 @@ def test_a_warm_started_models_card_describes_its_pipeline_and_further_scores():
     assert "## Further scores" in text and "Levin: 30.00 dB" in text
     assert "## Pipeline" not in paper
 
+
+
+def _aligned_psnr(image, sharp):
+    """PSNR of the luminance, clipped, at the best integer shift within 5 px (blind methods may
+    translate), 20 px in from the frame: the scoring of experiments.never_worse."""
+    from unroll import levin
+    from unroll.classical.layout import LUMA
+
+    est = np.clip(np.asarray(image, np.float32).reshape(sharp.shape) @ LUMA, 0, 1)
+    return levin.aligned_scores(est, sharp @ LUMA, crop=20, max_shift=5, step=1).psnr
+
+
+def _camera_shake_photos(seed=3):
+    """The built-in *test* photographs (never in training), 200x200 crops, blurred by camera-shake
+    kernels (`kernels.shake`, 15-21 px), noise std 0.005, 8 bits."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sample in data.builtin_samples("test", 3):
+        sharp = sample["image"][:200, :200]
+        h = kernels.shake(int(rng.choice([15, 17, 19, 21])), rng)
+        g = data.blur_host(sharp, h) + np.float32(0.005) * rng.standard_normal(sharp.shape, np.float32)
+        out.append((sharp, (np.round(np.clip(g, 0, 1) * 255) / 255).astype(np.float32)))
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="issue 29 not done: the shipped motion trails the classical solver "
+                                       "with its fallback on coins and moon and ends 0.84 dB below moon's input")
+def test_shipped_motion_beats_the_classical_solver_on_unseen_camera_shake():
+    """On photographs it never trained on, blurred by camera shake: the shipped `motion` pipeline
+    scores above the classical solver with its fallback (at the model's kernel size) on average,
+    and no image ends more than 0.5 dB below its input."""
+    from unroll import classical
+
+    model = unroll.load("motion")
+    k = model.config.kernel_size
+    rows = []
+    for sharp, g in _camera_shake_photos():
+        u_classical, _ = classical.blind_deconvolve(g, k, fallback=True)
+        rows.append((_aligned_psnr(g, sharp), _aligned_psnr(model.deblur(g)[0], sharp),
+                     _aligned_psnr(u_classical, sharp)))
+    blurred, network, solver = np.array(rows).T
+    assert network.mean() > solver.mean(), rows
+    assert (network > blurred - 0.5).all(), rows
