@@ -89,7 +89,9 @@ def _defaults():
     noise = FLAGS.noise if FLAGS.noise is not None else (0.01 if calibrate else 0.005)
     try:
         blur = [int(b) for b in blur]
-        sizes = [window(k, blur[-1]) and k for k in FLAGS.kernel_sizes]
+        sizes = list(FLAGS.kernel_sizes)  # kept as given: `window` resolves each per blur size
+        for k in sizes:
+            window(k, 3)  # a ValueError for what is not a number, true, true+N or true*F
     except ValueError as exc:
         raise UsageError(f"--blur_sizes take odd integers and --kernel_sizes odd integers or true, "
                          f"true+N, true*F: {exc}") from None
@@ -102,8 +104,9 @@ def _defaults():
             raise UsageError(f"kernel sizes must be odd integers >= 3, got {k}")
     if scenes < 1 or crop < 0 or FLAGS.batch < 1 or noise < 0:
         raise UsageError("--scenes and --batch must be >= 1, --crop and --noise >= 0")
-    if crop and crop < 2 * max(blur + [largest, FLAGS.kernel_size]) + 40:
-        raise UsageError(f"--crop {crop} is too small for kernels up to {max(blur + [largest])}")
+    biggest = max(blur + [largest] if calibrate else blur + [FLAGS.kernel_size])  # the solver's kernels
+    if crop and crop < 2 * biggest + 40:
+        raise UsageError(f"--crop {crop} is too small for kernels up to {biggest}")
     for name in ("rgb_share", "gaussian_share"):
         if not 0 <= FLAGS[name].value <= 1:
             raise UsageError(f"--{name} must be in [0, 1], got {FLAGS[name].value}")
@@ -130,7 +133,9 @@ def window(spec, blur_size: int) -> int:
     if rest[0] == "+":
         return blur_size + int(rest[1:])
     if rest[0] == "*":
-        return max(3, 2 * int(round((blur_size * float(rest[1:]) - 1) / 2)) + 1)
+        from unroll.classical.l0 import _odd
+
+        return _odd(blur_size * float(rest[1:]))
     raise ValueError(f"{spec!r} is not true, true+N or true*F")
 
 
@@ -144,10 +149,9 @@ def simulate_fallback(rows, order, max_range: float, max_spread: float) -> dict:
         for key in order:
             run = row["runs"].get(key)
             if run and run["range_ratio"] <= max_range and run["kernel_spread"] <= max_spread:
-                gain = run["psnr"] - row["psnr_input"]
+                gain = float(run["psnr"] - row["psnr_input"])
                 break
         gains.append(gain)
-    gains = [float(g) for g in gains]
     return dict(mean_gain=sum(gains) / len(gains), worst_gain=min(gains),
                 below_input=sum(g < -FAIL_DB for g in gains), kept=sum(g != 0.0 for g in gains))
 
@@ -221,11 +225,11 @@ def score(image, sharp) -> float:
     return levin.aligned_scores(est, gray(sharp), crop=20, max_shift=5, step=1).psnr
 
 
-def _batches(examples, batch):
-    """Equal-shape groups of at most `batch` indices (gray and RGB apart)."""
+def _batches(examples, batch, key=lambda ex: ex["blurred"].shape):
+    """Groups of at most `batch` indices with equal `key` (by default the shape: gray and RGB apart)."""
     groups = {}
     for i, ex in enumerate(examples):
-        groups.setdefault(ex["blurred"].shape, []).append(i)
+        groups.setdefault(key(ex), []).append(i)
     for idx in groups.values():
         for start in range(0, len(idx), batch):
             yield idx[start:start + batch]
@@ -242,22 +246,20 @@ def calibrate(examples, config, batch):
                  runs={}) for ex in examples]
     for spec in config["kernel_sizes"]:
         t0 = time.time()
-        by_size = {}
-        for i, ex in enumerate(examples):
-            k = window(spec, int(ex["kernel"].shape[0]))
-            by_size.setdefault((ex["blurred"].shape, k), []).append(i)
-        for (_, k), members in by_size.items():
-            for start in range(0, len(members), batch):
-                idx = members[start:start + batch]
-                g = np.stack([examples[i]["blurred"] for i in idx])
-                u, h = l0.blind_deconvolve(g, k, layout="NHWC")
-                verdict = check_restoration(g, u, h, layout="NHWC")
-                for j, i in enumerate(idx):
-                    run = {name: float(v[j]) for name, v in verdict.features.items()}
-                    run.update(kernel_size=k, ok=bool(verdict.ok[j]), score=float(verdict.score[j]),
-                               psnr=score(u[j], examples[i]["sharp"]),
-                               kernel_mnc=float(metrics.mnc(h[j][None], examples[i]["kernel"][None])[0]))
-                    rows[i]["runs"][str(spec)] = run
+        def size(ex, spec=spec):
+            return window(spec, int(ex["kernel"].shape[0]))
+
+        for idx in _batches(examples, batch, key=lambda ex: (ex["blurred"].shape, size(ex))):
+            k = size(examples[idx[0]])
+            g = np.stack([examples[i]["blurred"] for i in idx])
+            u, h = l0.blind_deconvolve(g, k, layout="NHWC")
+            verdict = check_restoration(g, u, h, layout="NHWC")
+            for j, i in enumerate(idx):
+                run = {name: float(v[j]) for name, v in verdict.features.items()}
+                run.update(kernel_size=k, ok=bool(verdict.ok[j]), score=float(verdict.score[j]),
+                           psnr=score(u[j], examples[i]["sharp"]),
+                           kernel_mnc=float(metrics.mnc(h[j][None], examples[i]["kernel"][None])[0]))
+                rows[i]["runs"][str(spec)] = run
         print(f"kernel size {spec}: {time.time() - t0:.0f} s", flush=True)
     runs = [(r, run) for r in rows for run in r["runs"].values()]
     worse = [run["psnr"] < r["psnr_input"] - FAIL_DB for r, run in runs]
