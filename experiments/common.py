@@ -66,6 +66,12 @@ HELP = {
     "quantize": "round the noisy blurred images (training and evaluation) to 8 bits, clipped to [0, 1]",
     "gray_prob": "probability that a training crop is made gray (BT.601 luminance on all 3 "
                  "channels), so an RGB model also learns gray inputs",
+    "contrast_min": "if < 1, each training crop's contrast is scaled about its mean by a factor drawn "
+                    "in [contrast_min, 1] (faint scenes: haze, low sun), the target too",
+    "init_from": "fine-tune: start training from the weights of a shipped model (aerial, motion) or of "
+                 "a workdir's best checkpoint, with a fresh optimiser; the network flags must match",
+    "eval_contrast": "if < 1, each synthesised test scene's contrast is scaled about its mean by this "
+                     "factor before it is blurred (faint scenes: haze, low sun), the reference too",
     "eval_crop": "centre-crop evaluation images to this size (0: whole images)",
     "num_workers": "grain worker processes for the training data",
     "batch_size": "global batch size (divisible by the number of devices)",

@@ -278,3 +278,52 @@ def test_folder_with_a_comma_in_its_name_is_one_folder(tmp_path):
     odd = _random_folder(tmp_path / "x,y", n=2)
     source = data.open_source(str(odd))
     assert isinstance(source, data.ImageFolder) and len(source) == 2
+
+
+def test_contrast_min_scales_each_crop_about_its_mean_and_blurs_the_scaled_crop(tmp_path):
+    root = str(_random_folder(tmp_path))
+    default = _take(iter(_train(root, seed=3)), 3)
+    faint = _take(iter(_train(root, seed=3, contrast_min=0.25)), 3)
+    factors = []
+    for d, f in zip(default, faint):
+        for s1, sc, blurred, kernel in zip(d["sharp"], f["sharp"], f["blurred"], f["kernel"]):
+            m1, mc = s1.mean(axis=(0, 1)), sc.mean(axis=(0, 1))
+            np.testing.assert_allclose(mc, m1, atol=1e-5)  # same crop, mean kept
+            c = float(np.sum((sc - mc) * (s1 - m1)) / np.sum((s1 - m1) ** 2))
+            np.testing.assert_allclose(sc - mc, c * (s1 - m1), atol=1e-5)  # one factor per crop
+            factors.append(c)
+            np.testing.assert_allclose(blurred, data.blur_host(sc, kernel), atol=1e-6)  # noise 0
+    assert 0.25 <= min(factors) and max(factors) <= 1.0 and np.ptp(factors) > 0.1, factors
+    same = _take(iter(_train(root, seed=3, contrast_min=1.0)), 3)  # 1: nothing drawn, as before
+    for d, s in zip(default, same):
+        for k in d:
+            np.testing.assert_array_equal(d[k], s[k])
+
+
+def test_contrast_min_refused_out_of_range_or_with_pairs(tmp_path):
+    root = str(_random_folder(tmp_path))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="contrast_min"):
+            _train(root, contrast_min=bad)
+        with pytest.raises(ConfigError, match="--contrast_min"):
+            Config(steps=1, contrast_min=bad).validate()
+    pairs = tmp_path / "pairs"
+    _random_folder(pairs / "blur", n=2)
+    _random_folder(pairs / "sharp", n=2)
+    with pytest.raises(DataError, match="contrast_min.*pairs"):
+        _train(str(pairs), contrast_min=0.5)
+
+
+def test_eval_contrast_makes_fainter_scenes_with_the_same_blur(tmp_path):
+    root = str(_random_folder(tmp_path, n=2))
+    plain = data.make_eval_dataset(root, kernel_size=3, noise=0.0, sigma_range=(0.5, 2.0))
+    faint = data.make_eval_dataset(root, kernel_size=3, noise=0.0, sigma_range=(0.5, 2.0), contrast=0.3)
+    for p, f in zip(plain, faint):
+        mean = p["sharp"].mean(axis=(0, 1))
+        np.testing.assert_allclose(f["sharp"], mean + 0.3 * (p["sharp"] - mean), atol=1e-6)
+        np.testing.assert_array_equal(f["kernel"], p["kernel"])
+        np.testing.assert_allclose(f["blurred"], data.blur_host(f["sharp"], f["kernel"]), atol=1e-6)
+    with pytest.raises(ValueError, match="contrast"):
+        data.make_eval_dataset(root, kernel_size=3, contrast=0.0)
+    with pytest.raises(ConfigError, match="--eval_contrast"):
+        Config(steps=1, eval_contrast=1.5).validate()

@@ -280,3 +280,23 @@ def test_checkpoint_of_per_stage_layout_restores_stacked(tmp_path):
     with checkpoint.Checkpoints(tmp_path) as ckpt, pytest.raises(checkpoint.CheckpointError) as e:
         ckpt.restore(other)
     assert "does not fit this network" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_init_from_fine_tunes_from_another_runs_weights_and_refuses_another_network(tmp_path):
+    base = tiny_config(num_samples=0, steps=3)
+    train.train_and_evaluate(base, tmp_path / "a")
+    _, trained = _params(tmp_path / "a", base)
+    # One step at a negligible learning rate: the result is the starting point.
+    still = dataclasses.replace(base, steps=1, learning_rate=1e-12, final_learning_rate=1e-12)
+    train.train_and_evaluate(dataclasses.replace(still, init_from=str(tmp_path / "a")), tmp_path / "b")
+    train.train_and_evaluate(still, tmp_path / "c")
+    (_, tuned), (_, fresh) = _params(tmp_path / "b", base), _params(tmp_path / "c", base)
+    assert max(float(jnp.abs(t - a).max()) for t, a in zip(tuned, trained)) < 1e-6
+    assert max(float(jnp.abs(f - a).max()) for f, a in zip(fresh, trained)) > 1e-3  # not the default init
+    with pytest.raises(ConfigError, match="--init_from=.*stages=2.*same network"):
+        train.train_and_evaluate(dataclasses.replace(base, stages=3, init_from=str(tmp_path / "a")),
+                                 tmp_path / "d")
+    with pytest.raises(ConfigError, match="--init_from=.*nosuch"):
+        train.train_and_evaluate(dataclasses.replace(base, init_from=str(tmp_path / "nosuch")),
+                                 tmp_path / "e")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

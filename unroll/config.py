@@ -64,7 +64,10 @@ class Config:
     shake_prob: float = 0.0  # probability of a kernels.shake kernel (Gaussian: 1 - motion - shake)
     quantize: bool = False  # round the blurred images to 8 bits
     gray_prob: float = 0.0  # fraction of training crops made gray (RGB models)
+    contrast_min: float = 1.0  # < 1: each training crop's contrast scaled by U[contrast_min, 1]
+    init_from: str = ""  # fine-tuning: start from a shipped model's or a workdir's weights
     eval_crop: int = 0
+    eval_contrast: float = 1.0  # < 1: test scenes made fainter (contrast scaled) before blurring
     num_workers: int = 0
 
     # Optimisation: Adam, lr `learning_rate`, then `final_learning_rate` for the last
@@ -148,6 +151,8 @@ class Config:
         need(0 <= self.gray_prob <= 1, "gray_prob", "must be in [0, 1]")
         need(self.gray_prob == 0 or self.channels == 3, "gray_prob",
              f"needs --channels=3 (RGB crops made gray), got --channels={self.channels}")
+        need(0 < self.contrast_min <= 1, "contrast_min", "must be in (0, 1] (1: crops as they are)")
+        need(0 < self.eval_contrast <= 1, "eval_contrast", "must be in (0, 1] (1: scenes as they are)")
         need(self.eval_crop == 0 or self.eval_crop >= self.kernel_size, "eval_crop",
              f"must be 0 (whole images) or >= --kernel_size={self.kernel_size}")
         need(self.num_workers >= 0, "num_workers", "must be >= 0")

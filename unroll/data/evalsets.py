@@ -36,9 +36,10 @@ class EvalSet(collections.abc.Sequence):
     Each access recomputes the example deterministically (decoded images may be cached).
     """
 
-    def __init__(self, source, degradation: Degradation, seed: int, center_crop):
+    def __init__(self, source, degradation: Degradation, seed: int, center_crop, contrast: float = 1.0):
         self.source, self.degradation, self.seed, self.center_crop = (
             source, degradation, seed, center_crop)
+        self.contrast = contrast
 
     def __len__(self) -> int:
         return len(self.source)
@@ -59,6 +60,9 @@ class EvalSet(collections.abc.Sequence):
                "class_name": classes[label] if label >= 0 else ""}
         if "image" in example:
             (sharp,) = _center_crop([example["image"]], self.center_crop)
+            if self.contrast != 1:  # a fainter scene (haze): the same blur and noise draws
+                mean = sharp.mean(axis=(0, 1), keepdims=True)
+                sharp = (mean + np.float32(self.contrast) * (sharp - mean)).astype(np.float32)
             blurred, kernel = self.degradation(sharp, example_rng(example["name"], self.seed))
             out.update(blurred=blurred, sharp=sharp, kernel=kernel)
         else:
@@ -74,12 +78,16 @@ def make_eval_dataset(source_or_dir=None, *, kernel_size: int = 15, sigma_range=
                       center_crop: int | tuple[int, int] | None = None,
                       process_index: int = 0, process_count: int = 1,
                       skip_bad: bool = False, shake_prob: float = 0.0,
-                      quantize: bool = False) -> EvalSet:
+                      quantize: bool = False, contrast: float = 1.0) -> EvalSet:
     """A fixed evaluation set (None -> built-in "test" split; a folder with blur/ and sharp/ is
     read as pairs, others are degraded with a per-image fixed blur and noise, see `example_rng`).
 
+    `contrast` < 1 scales each synthesised scene's contrast about its mean before it is blurred
+    (the sharp reference too): faint scenes, as haze or low sun make them.
     By default every process sees the whole set; pass `process_index`, `process_count` to shard it.
     """
+    if not 0 < contrast <= 1:
+        raise ValueError(f"contrast must be in (0, 1], got {contrast}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     if not 0 <= process_index < process_count:
@@ -100,4 +108,4 @@ def make_eval_dataset(source_or_dir=None, *, kernel_size: int = 15, sigma_range=
             raise DataError(f"process {process_index} of {process_count} gets no images from "
                             f"{source.root}")
         source = source.select(shard)
-    return EvalSet(source, degradation, seed, center_crop)
+    return EvalSet(source, degradation, seed, center_crop, float(contrast))

@@ -45,6 +45,9 @@ class TrainTransform:
     gray_prob: probability that an (unpaired) crop is made gray before it is degraded, so that an
       RGB model also learns gray inputs. At 0 no random number is drawn for it, so the batches are
       exactly those of a transform without it.
+    contrast_min: each (unpaired) crop's contrast is scaled about its mean by c ~ U[contrast_min, 1]
+      before it is degraded (the sharp target too), so that the network meets faint scenes (haze,
+      low sun, smooth surfaces) and does not read low contrast as blur. At 1 nothing is drawn.
     initial_kernels: add "h0" = `kernels.perturb(kernel, rng)`, an initial kernel that errs as a
       classical blind estimator does, drawn after everything else from the same rng and in the
       crop's frame (for training a warm-started network). Off, nothing is drawn for it.
@@ -59,6 +62,7 @@ class TrainTransform:
     gray_prob: float = 0.0
     initial_kernels: bool = False
     kernel_bank: object = None
+    contrast_min: float = 1.0
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         if self.initial_kernels and self.kernel_bank is not None and not self.paired:
@@ -75,6 +79,10 @@ class TrainTransform:
         (sharp,) = _dihedral(_random_crop([example["image"]], self.patch_size, rng), rng)
         if self.gray_prob > 0 and rng.random() < self.gray_prob:
             sharp = _to_gray(sharp)
+        if self.contrast_min < 1:
+            c = np.float32(rng.uniform(self.contrast_min, 1.0))
+            mean = sharp.mean(axis=(0, 1), keepdims=True)
+            sharp = (mean + c * (sharp - mean)).astype(np.float32)
         return sharp
 
     def _degrade(self, example: dict, rng: np.random.Generator) -> dict:
@@ -116,7 +124,7 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                        num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
                        skip_bad: bool = False, gray_prob: float = 0.0, shake_prob: float = 0.0,
                        quantize: bool = False, initial_kernels: bool = False,
-                       noise_power: float = 1.0, kernel_bank=None):
+                       noise_power: float = 1.0, kernel_bank=None, contrast_min: float = 1.0):
     """Infinite, seeded, checkpointable iterator of host batches for this process.
 
     Each batch is a dict of numpy arrays with a leading axis of `batch_size // process_count`:
@@ -124,7 +132,8 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     no "kernel" key when it has none). `noise` is a std or a `(low, high)` range drawn per image
     (`noise_power` as in `Degradation`);
     `gray_prob` (channels=3, unpaired sources only) makes that fraction of the crops gray;
-    `shake_prob` and `quantize` are those of `Degradation`. With `initial_kernels`, batches also
+    `shake_prob` and `quantize` are those of `Degradation`; `contrast_min` < 1 scales each
+    (unpaired) crop's contrast by U[contrast_min, 1] (`TrainTransform`). With `initial_kernels`, batches also
     carry "h0" `[B, k, k]`, `kernels.perturb` of each "kernel" (a paired source needs kernels/), or
     with `kernel_bank` (an `unroll.classical.bank.KernelBank`, unpaired sources) kernel and h0
     drawn from the bank.
@@ -148,6 +157,8 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
                          f"{process_count}")
     if not 0 <= gray_prob <= 1:
         raise ValueError(f"gray_prob must be in [0, 1], got {gray_prob}")
+    if not 0 < contrast_min <= 1:
+        raise ValueError(f"contrast_min must be in (0, 1], got {contrast_min}")
     if gray_prob > 0 and channels != 3:
         raise ValueError(f"gray_prob needs channels=3 (RGB), got channels={channels}")
     noise = tuple(noise) if isinstance(noise, (tuple, list)) else noise
@@ -156,9 +167,9 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     source = open_source(source_or_dir, channels=channels, split="train", skip_bad=skip_bad)
     source = _drop_small(source, patch_size, skip_bad, "patch size")
     paired = _is_paired(source)
-    if paired and gray_prob > 0:  # not implemented for given pairs: refuse rather than ignore it
-        raise DataError(f"gray_prob applies to synthesised blur, but {source.root} holds blur/ and "
-                        "sharp/ pairs")
+    if paired and (gray_prob > 0 or contrast_min < 1):  # given pairs: refuse rather than ignore it
+        raise DataError(f"gray_prob and contrast_min apply to synthesised blur, but {source.root} "
+                        "holds blur/ and sharp/ pairs")
     if paired and initial_kernels and not source.has_kernels:
         raise DataError(f"initial_kernels perturbs the true kernels, but {source.root} has no "
                         "kernels/ folder")
@@ -178,7 +189,7 @@ def make_train_dataset(source_or_dir=None, *, patch_size: int, batch_size: int,
     if kernel_bank is not None and paired:
         raise DataError(f"a kernel bank blurs sharp images, but {source.root} holds blur/ and sharp/ pairs")
     transform = TrainTransform(patch_size, degradation, paired, float(gray_prob), bool(initial_kernels),
-                               kernel_bank)
+                               kernel_bank, float(contrast_min))
     ds = ds.random_map(transform, seed=_derive_seed(seed, 1, process_index))
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,

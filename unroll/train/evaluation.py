@@ -156,7 +156,8 @@ def make_eval_set(config: Config, noise: float | None = None):
         sigma_range=(config.sigma_min, config.sigma_max),
         noise=config.noise if noise is None else noise,
         motion_prob=config.motion_prob, shake_prob=config.shake_prob, quantize=config.quantize,
-        seed=config.seed, channels=config.channels, center_crop=config.eval_crop or None)
+        seed=config.seed, channels=config.channels, center_crop=config.eval_crop or None,
+        contrast=config.eval_contrast)
 
 
 NOISE_LEVEL_COLUMNS = (("noise", "noise std", 4), ("noise_estimated", "estimated", 4),

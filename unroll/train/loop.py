@@ -37,6 +37,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     eval_set = make_eval_set(config)
     for i in range(len(eval_set)):  # a truncated or unreadable test image fails now, not after training
         eval_set[i]
+    initial = _initial_params(config)
     mesh = make_mesh()
     if config.batch_size % mesh.size:
         raise ConfigError(f"--batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
@@ -44,7 +45,27 @@ def train_and_evaluate(config: Config, workdir) -> dict:
         checkpoints.check_compatible(config)
         # One writer per workdir (process 0 holds the lock for a multi-process run).
         with workdir_lock.exclusive(workdir) if distributed.is_primary() else contextlib.nullcontext():
-            return _train(config, workdir, source, eval_set, mesh, checkpoints)
+            return _train(config, workdir, source, eval_set, mesh, checkpoints, initial)
+
+
+def _initial_params(config: Config):
+    """The `--init_from` weights (a shipped model's or a workdir's), or None; a network that differs
+    from the run's is a `ConfigError` naming the first field that differs."""
+    if not config.init_from:
+        return None
+    import unroll
+    from unroll.checkpoint import CheckpointError
+
+    try:
+        source = unroll.load(config.init_from)
+    except (ConfigError, CheckpointError, OSError) as exc:
+        raise ConfigError(f"--init_from={config.init_from}: {exc}") from None
+    ours, theirs = config.model_signature(), source.config.model_signature()
+    for name in ours:
+        if ours[name] != theirs.get(name):
+            raise ConfigError(f"--init_from={config.init_from}: its network has {name}={theirs.get(name)!r}, "
+                              f"this run {ours[name]!r}; fine-tuning needs the same network")
+    return source.params
 
 
 def _kernel_bank(config, workdir, source):
@@ -67,7 +88,7 @@ def _kernel_bank(config, workdir, source):
         raise ConfigError(f"--kernel_bank={config.kernel_bank}: {exc}") from None
 
 
-def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
+def _train(config, workdir, source, eval_set, mesh, checkpoints, initial=None) -> dict:
     total_steps, drop_step = config.schedule(len(source), jax.process_count())
     train_iter = iter(data.make_train_dataset(
         source, patch_size=config.patch_size, batch_size=config.batch_size,
@@ -75,13 +96,15 @@ def _train(config, workdir, source, eval_set, mesh, checkpoints) -> dict:
         noise=(config.noise, config.noise_max) if config.noise_max > 0 else config.noise,
         motion_prob=config.motion_prob, seed=config.seed, channels=config.channels,
         num_workers=config.num_workers, gray_prob=config.gray_prob, shake_prob=config.shake_prob,
-        quantize=config.quantize, noise_power=config.noise_power,
+        quantize=config.quantize, noise_power=config.noise_power, contrast_min=config.contrast_min,
         # A warm-started network trains from perturbed true kernels or a bank of the estimator's
         # real estimates (it is too slow to run per crop) and is evaluated from the estimator's
         # own (`warm_start`).
         initial_kernels=config.kernel_init == "classical",
         kernel_bank=_kernel_bank(config, workdir, source)))
     graphdef, params = registry.build_split(config)
+    if initial is not None:  # fine-tuning; a resumed run's checkpoint replaces these below
+        params = jax.tree.map(lambda _, p: p, params, initial)
     tx, schedule = make_optimizer(config, total_steps, drop_step)
     state = init_state(params, tx, mesh)
     restored = checkpoints.restore(state)
