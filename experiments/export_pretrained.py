@@ -92,10 +92,15 @@ def card(name: str, config, metrics: dict, command: str, minutes: float, machine
         "## Degradation\n",
         f"{blur} (sigma in [{config.sigma_min}, {config.sigma_max}]), {config.kernel_size}x"
         f"{config.kernel_size}, symmetric boundary; {noise}. Random {config.patch_size}x"
-        f"{config.patch_size} crops, flips and rotations.\n",
+        f"{config.patch_size} crops, flips and rotations"
+        + (f"; each crop's contrast scaled about its mean by a factor drawn in [{config.contrast_min:g}, 1] "
+           "(faint scenes: haze, low sun, smooth surfaces), the target too" if config.contrast_min < 1 else "")
+        + ".\n",
         "## Command and budget\n",
         f"```\n{command}\n```\n" if command else "",
-        f"{config.steps} steps of batch {config.batch_size}, Adam {config.learning_rate} then "
+        (f"Fine-tuned from earlier weights (`--init_from={config.init_from}`; the commands above give "
+         "both stages): " if config.init_from else "")
+        + f"{config.steps} steps of batch {config.batch_size}, Adam {config.learning_rate} then "
         f"{config.final_learning_rate} for the last {config.final_lr_steps}, kernel-loss weight "
         f"{config.alpha}, seed {config.seed}"
         + (f"; {minutes:.0f} minutes on a {machine}" if minutes else "") + ".\n",
