@@ -3,7 +3,7 @@ Deblur a scene with the shipped ``aerial`` model
 ================================================
 
 ``unroll.load("aerial")`` is MGSTNet trained on the RSSCN7 aerial scenes with Gaussian blur
-(sigma 1-4) and noise std 0 to 0.025. Here it restores a photograph bundled with scikit-image,
+(sigma 1-4), noise std 0 to 0.025 and scenes of every contrast. Here it restores a photograph bundled with scikit-image,
 blurred the same way, and estimates the blur kernel: no training, no download.
 """
 

@@ -180,14 +180,16 @@ def test_shipped_model_restores_an_unseen_image(name):
         assert needed in card, needed
 
 
-def _photo_gains(noise: float) -> dict[str, float]:
-    """`aerial`'s PSNR gain on the built-in test photographs (160x160, Gaussian blur sigma drawn in
-    [1, 3], white noise of std `noise`), by file name."""
+def _photo_gains(noise: float, contrast: float = 1.0) -> dict[str, float]:
+    """`aerial`'s PSNR gain on the built-in test photographs (160x160, contrast scaled about the
+    mean by `contrast`, Gaussian blur sigma drawn in [1, 3], white noise of std `noise`), by name."""
     model = unroll.load("aerial")
     rng = np.random.default_rng(11)
     gains = {}
     for sample in data.builtin_samples("test", 3)[:3]:
         sharp = sample["image"][:160, :160]
+        mean = sharp.mean(axis=(0, 1))
+        sharp = (mean + np.float32(contrast) * (sharp - mean)).astype(np.float32)
         blurred = data.blur_host(sharp, kernels.gaussian(15, float(rng.uniform(1.0, 3.0))))
         blurred = (blurred + noise * rng.standard_normal(sharp.shape)).astype(np.float32)
         restored = np.clip(model.deblur(blurred)[0], 0, 1)
@@ -200,18 +202,26 @@ def _photo_gains(noise: float) -> dict[str, float]:
 def test_shipped_aerial_at_sensor_noise_levels(noise):
     """Issue 34: trained on noise std 0 to 0.025, `aerial` gains on unseen photographs at sensor
     noise levels (the AIRS(+) model trained at 1e-3 alone lost 5.7-12.6 dB on all three at 0.01 and
-    0.02). moon, at 0 and 0.01, is the known failure its card states (the test below)."""
+    0.02), the smooth, faint moon included (before the contrast fine-tune: -1.26 and -1.05 dB at
+    0 and 0.01)."""
     gains = _photo_gains(noise)
     assert gains["chelsea.png"] > 1.0 and gains["coins.png"] > 1.0, gains
-    if noise >= 0.02:
-        assert gains["moon.png"] > 0.2, gains
+    assert gains["moon.png"] > 0.2, gains
 
 
-@pytest.mark.xfail(strict=True, reason="known failure stated in aerial's model card: the smooth, "
-                                       "low-contrast moon photograph ends below its input")
-@pytest.mark.parametrize("noise", [0.0, 0.01])
-def test_shipped_aerial_known_failure_moon(noise):
-    assert _photo_gains(noise)["moon.png"] > 0.0
+@pytest.mark.parametrize("contrast", [0.5, 0.3])
+def test_shipped_aerial_on_faint_photographs(contrast):
+    """Photographs at half and a third of their contrast (haze, low sun): the model trained on
+    ordinary contrast read faintness as blur; at 0.3 it ended below chelsea's input (-0.16 dB)."""
+    gains = _photo_gains(0.0, contrast)
+    assert gains["chelsea.png"] > 1.0 and gains["coins.png"] > 1.0, gains
+
+
+@pytest.mark.xfail(strict=True, reason="known failure stated in aerial's model card: moon made fainter "
+                                       "(std 0.035 or less, smooth), mildly blurred, ends below its input")
+@pytest.mark.parametrize("contrast", [0.5, 0.3])
+def test_shipped_aerial_known_failure_faint_moon(contrast):
+    assert _photo_gains(0.0, contrast)["moon.png"] > 0.0
 
 
 def test_cli_deblurs_and_evaluates_with_a_shipped_model(tmp_path):
@@ -245,13 +255,17 @@ def test_a_warm_started_models_card_describes_its_pipeline_and_further_scores():
             "warm = Config(steps=1, kernel_init='classical', image_init='nonblind', kernel_bank=1024, "
             "shake_prob=0.5, motion_prob=0.3)\n"
             "print(card('motion', warm, s, 'python -m ...', 60, 'CPU', scores='Levin: 30.00 dB'))\n"
-            "print('=====')\nprint(card('motion', Config(steps=1), s, '', 0, 'CPU'))\n")
+            "print('=====')\nprint(card('motion', Config(steps=1), s, '', 0, 'CPU'))\n"
+            "print('=====')\nprint(card('aerial', Config(steps=1, init_from='runs/base', contrast_min=0.25), "
+            "s, '', 0, 'CPU'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr  # a new interpreter: the entry point's flags would clash here
-    text, paper = out.stdout.split("=====")
+    text, paper, tuned = out.stdout.split("=====")
     assert "## Pipeline" in text and "bank of 1024 pairs" in text and "unroll.verdict" in text
     assert "## Further scores" in text and "Levin: 30.00 dB" in text
     assert "## Pipeline" not in paper
+    assert "Fine-tuned" not in paper and "contrast" not in paper
+    assert "Fine-tuned from earlier weights (`--init_from=runs/base`" in tuned and "drawn in [0.25, 1]" in tuned
 
 
 
