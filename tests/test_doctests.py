@@ -13,7 +13,7 @@ MODULES = ["unroll.ops", "unroll.fastmath", "unroll.shrinkage", "unroll.steps", 
            "unroll.multiscale", "unroll.nonblind", "unroll.inference.model", "unroll.classical.layout",
            "unroll.classical.check", "unroll.classical.l0", "unroll.classical.warm", "unroll.wavelets",
            "unroll.models.mgstnet", "unroll.models.priors", "unroll.models.registry", "unroll.atomic",
-           "unroll.datasets", "unroll.noise", "unroll"]
+           "unroll.datasets", "unroll.noise", "unroll.data.degradation", "unroll"]
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -53,10 +53,10 @@ problem becomes a `DataWarning` naming the skipped file, but an empty result is 
 
 Modules, in dependency order: `raster` (GeoTIFF / multiband rasters), `images` (decoding, saving,
 `DataError`), `sources` (folders, pairs, built-in samples), `degradation` (`blur_host`,
-`Degradation`), `pipeline` (`make_train_dataset`), `evalsets` (`make_eval_dataset`).
+`scale_contrast`, `Degradation`), `pipeline` (`make_train_dataset`), `evalsets` (`make_eval_dataset`).
 """
 
-from unroll.data.degradation import Degradation, blur_host
+from unroll.data.degradation import Degradation, blur_host, scale_contrast
 from unroll.data.evalsets import EvalSet, example_rng, make_eval_dataset
 from unroll.data.images import (
                                 IMAGE_SUFFIXES,
@@ -87,6 +87,6 @@ __all__ = [
     "AUTO_CACHE_BYTES", "BUILTIN_TEST", "BUILTIN_TRAIN", "DataError", "DataWarning", "Degradation",
     "EvalSet", "IMAGE_SUFFIXES", "ImageFolder", "ImageInfo", "PairedFolder", "TrainTransform",
     "blur_host", "builtin_samples", "check_bands", "decodes_whole", "example_rng", "image_info", "image_size",
-    "load_image", "make_eval_dataset", "make_train_dataset", "open_source", "save_image",
+    "load_image", "make_eval_dataset", "make_train_dataset", "open_source", "save_image", "scale_contrast",
     "to_channels", "written_by_unroll",
 ]

@@ -36,6 +36,18 @@ def blur_host(u: np.ndarray, h: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def scale_contrast(image: np.ndarray, factor: float) -> np.ndarray:
+    """`[H, W, C]` image with its contrast scaled about each band's mean by `factor` (float32):
+    a fainter scene, as haze or low sun make it. Blur commutes with it (kernels sum to one).
+
+    >>> import numpy as np
+    >>> scale_contrast(np.array([[[0.2], [0.6]]], np.float32), 0.5)[..., 0]
+    array([[0.3, 0.5]], dtype=float32)
+    """
+    mean = image.mean(axis=(0, 1), keepdims=True)
+    return (mean + np.float32(factor) * (image - mean)).astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Degradation:
     """Random blur and noise: a `kernels.motion` kernel with probability `motion_prob`, a

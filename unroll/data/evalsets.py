@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from unroll.data.degradation import Degradation
+from unroll.data.degradation import Degradation, scale_contrast
 from unroll.data.images import DataError
 from unroll.data.sources import _drop_small, open_source
 
@@ -61,8 +61,7 @@ class EvalSet(collections.abc.Sequence):
         if "image" in example:
             (sharp,) = _center_crop([example["image"]], self.center_crop)
             if self.contrast != 1:  # a fainter scene (haze): the same blur and noise draws
-                mean = sharp.mean(axis=(0, 1), keepdims=True)
-                sharp = (mean + np.float32(self.contrast) * (sharp - mean)).astype(np.float32)
+                sharp = scale_contrast(sharp, self.contrast)
             blurred, kernel = self.degradation(sharp, example_rng(example["name"], self.seed))
             out.update(blurred=blurred, sharp=sharp, kernel=kernel)
         else:

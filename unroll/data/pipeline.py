@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from unroll import kernels as _kernels
-from unroll.data.degradation import Degradation
+from unroll.data.degradation import Degradation, scale_contrast
 from unroll.data.images import DataError
 from unroll.data.sources import _drop_small, _is_paired, open_source
 
@@ -80,9 +80,7 @@ class TrainTransform:
         if self.gray_prob > 0 and rng.random() < self.gray_prob:
             sharp = _to_gray(sharp)
         if self.contrast_min < 1:
-            c = np.float32(rng.uniform(self.contrast_min, 1.0))
-            mean = sharp.mean(axis=(0, 1), keepdims=True)
-            sharp = (mean + c * (sharp - mean)).astype(np.float32)
+            sharp = scale_contrast(sharp, rng.uniform(self.contrast_min, 1.0))
         return sharp
 
     def _degrade(self, example: dict, rng: np.random.Generator) -> dict:
